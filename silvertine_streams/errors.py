@@ -1,0 +1,110 @@
+"""Errors raised by silvertine-streams.
+
+Every error we raise derives from :class:`SilvertineError` and carries the data
+a caller needs to act on it, not only a message.
+"""
+
+from __future__ import annotations
+
+
+class SilvertineError(Exception):
+    """Root of every error raised by silvertine-streams."""
+
+
+class ConfigError(SilvertineError):
+    """A setting has a value we cannot run with.
+
+    Attributes:
+        setting: the environment variable that holds the bad value.
+        value: the value as given.
+        expected: what would have been accepted.
+    """
+
+    def __init__(self, setting: str, value: object, expected: str) -> None:
+        self.setting = setting
+        self.value = value
+        self.expected = expected
+        super().__init__(f"{setting}={value!r} is not valid; accepted: {expected}")
+
+
+class ServerUnavailable(SilvertineError):
+    """A server we need did not answer.
+
+    Attributes:
+        url: the URL we tried.
+        reason: what went wrong, for a person.
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"cannot reach {url}: {reason}")
+
+
+class EmbeddedServerError(SilvertineError):
+    """An embedded server (Tansu or redis-server) failed to start or stop.
+
+    Attributes:
+        server: ``"kafka"`` or ``"redis"``.
+        reason: what went wrong.
+        log_tail: the last lines the server wrote, if any.
+    """
+
+    def __init__(self, server: str, reason: str, log_tail: str = "") -> None:
+        self.server = server
+        self.reason = reason
+        self.log_tail = log_tail
+        message = f"embedded {server}: {reason}"
+        if log_tail:
+            message += f"\n--- last lines of its log ---\n{log_tail}"
+        super().__init__(message)
+
+
+class TopicMismatch(SilvertineError):
+    """An existing topic has a partition count other than the configured one.
+
+    Attributes:
+        topic: the topic name.
+        expected: the configured partition count.
+        actual: the partition count the broker reports.
+    """
+
+    def __init__(self, topic: str, expected: int, actual: int) -> None:
+        self.topic = topic
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"topic {topic!r} has {actual} partitions but SILVERTINE_PARTITIONS={expected}; "
+            "symbols would land on other partitions than their history. "
+            "Delete the topic or set SILVERTINE_PARTITIONS to match."
+        )
+
+
+class SequenceGap(SilvertineError):
+    """A stream skipped one or more sequence numbers.
+
+    Attributes:
+        stream: the stream key, ``source/symbol``.
+        expected: the sequence that should have come next.
+        got: the sequence that came instead.
+    """
+
+    def __init__(self, stream: str, expected: int, got: int) -> None:
+        self.stream = stream
+        self.expected = expected
+        self.got = got
+        super().__init__(f"sequence gap on {stream}: expected {expected}, got {got}")
+
+
+class InvalidEvent(SilvertineError):
+    """An event failed decoding or validation; it belongs in the DLQ.
+
+    Attributes:
+        reason: what is wrong, for a person (e.g. ``"Price must be positive"``).
+        payload: the bytes as received.
+    """
+
+    def __init__(self, reason: str, payload: bytes = b"") -> None:
+        self.reason = reason
+        self.payload = payload
+        super().__init__(reason)

@@ -1,0 +1,166 @@
+"""One frozen settings object, read once from ``SILVERTINE_*`` environment variables.
+
+No other module reads ``os.environ``: build :class:`Settings` with
+:func:`load_settings` at the edge (CLI, app factory, test fixture) and pass it
+down. A bad value raises :class:`~silvertine_streams.errors.ConfigError` naming
+the variable and what it accepts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from silvertine_streams.errors import ConfigError
+
+ENV_PREFIX = "SILVERTINE_"
+
+_KAFKA_URL = re.compile(r"^kafka://[A-Za-z0-9_.\-\[\]:]+:\d{1,5}(;[A-Za-z0-9_.\-\[\]:]+:\d{1,5})*$")
+_REDIS_URL = re.compile(r"^rediss?://([^@/]*@)?[A-Za-z0-9_.\-\[\]:]+(:\d{1,5})?(/\d+)?$")
+
+OverflowPolicy = Literal["block", "conflate", "drop_oldest", "drop_newest"]
+SequencePolicy = Literal["strict", "best_effort"]
+
+
+class Settings(BaseSettings):
+    """Every setting of silvertine-streams; see the README's settings table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="ignore", case_sensitive=False
+    )
+
+    # --- servers -----------------------------------------------------------
+    kafka_url: str | None = Field(
+        default=None,
+        description="kafka://host:port[;host:port...]; unset = the embedded Tansu broker",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://[user:pass@]host:port/db or rediss://...; unset = embedded redis",
+    )
+    data_dir: Path = Field(
+        default=Path(".silvertine"),
+        description="where the embedded stack keeps PID files, logs, Redis AOF and tables",
+    )
+    kafka_port: int = Field(default=0, ge=0, le=65535, description="embedded broker port, 0 = free")
+    redis_port: int = Field(default=0, ge=0, le=65535, description="embedded redis port, 0 = free")
+
+    # --- the Faust app -----------------------------------------------------
+    app_id: str = Field(default="silvertine", min_length=1, description="consumer group / app id")
+    partitions: int = Field(default=4, ge=1, le=1024, description="partitions per event topic")
+    replication_factor: int = Field(default=1, ge=1, le=16, description="topic replication")
+    table_store: str = Field(
+        default="memory://", description="Faust table store: memory:// or rocksdb://"
+    )
+    web_host: str = Field(default="127.0.0.1", description="Faust web server bind address")
+    web_port: int = Field(default=6066, ge=0, le=65535, description="Faust web server port")
+    fetch_wait_ms: int = Field(
+        default=10, ge=1, le=10_000, description="consumer fetch max wait (Faust hard-codes 1500)"
+    )
+    rebalance_timeout_s: float = Field(
+        default=2.0, gt=0, le=600, description="consumer group rebalance timeout"
+    )
+    session_timeout_s: float = Field(
+        default=10.0, gt=0, le=600, description="consumer group session timeout"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # --- observability -----------------------------------------------------
+    metrics_port: int = Field(
+        default=9464, ge=0, le=65535, description="Prometheus /metrics port on loopback, 0 = off"
+    )
+
+    # --- the pipeline ------------------------------------------------------
+    envelope_max_events: int = Field(
+        default=500, ge=1, le=100_000, description="events per batch envelope"
+    )
+    dedupe_window: int = Field(
+        default=1_000_000, ge=1, description="event ids remembered per event type for dedupe"
+    )
+    handler_timeout_s: float = Field(default=1.0, gt=0, description="per-handler call timeout")
+    circuit_failure_threshold: int = Field(
+        default=5, ge=1, description="consecutive handler failures that open its circuit"
+    )
+    circuit_reset_s: float = Field(
+        default=10.0, gt=0, description="seconds an open circuit waits before a trial call"
+    )
+    sink_retry_max_s: float = Field(
+        default=2.0, gt=0, description="longest backoff between canonical-log write retries"
+    )
+
+    @field_validator("kafka_url")
+    @classmethod
+    def _check_kafka_url(cls, value: str | None) -> str | None:
+        if value is not None and not _KAFKA_URL.match(value):
+            raise ValueError("kafka://host:port[;host:port...]")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not _REDIS_URL.match(value):
+            raise ValueError("redis://[user:pass@]host:port/db or rediss://...")
+        return value
+
+    @field_validator("table_store")
+    @classmethod
+    def _check_table_store(cls, value: str) -> str:
+        # Faust's RocksDB store is rocksdb:// (backed by rocksdict); rocksdict:// fails.
+        if value not in ("memory://", "rocksdb://"):
+            raise ValueError("memory:// or rocksdb://")
+        return value
+
+    def __repr_args__(self):  # type: ignore[no-untyped-def]  # pydantic's own signature
+        """Hide passwords in URLs when settings are printed or logged."""
+        for name, value in super().__repr_args__():
+            if name in ("kafka_url", "redis_url") and isinstance(value, str):
+                value = re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", value)
+            yield name, value
+
+    @property
+    def kafka_bootstrap(self) -> list[str]:
+        """Return ``host:port`` strings for aiokafka, from :attr:`kafka_url`."""
+        if self.kafka_url is None:
+            raise ConfigError(f"{ENV_PREFIX}KAFKA_URL", None, "a URL (the stack is not up)")
+        return self.kafka_url.removeprefix("kafka://").split(";")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build :class:`Settings` from ``SILVERTINE_*`` environment variables plus overrides.
+
+    Overrides (keyword arguments named like the fields) win over the environment.
+
+    Raises:
+        ConfigError: naming the first bad variable and what it accepts.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]  # pydantic validates them
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        raise ConfigError(
+            f"{ENV_PREFIX}{field.upper()}", error.get("input"), _accepted(field, error)
+        ) from exc
+
+
+def _accepted(field: str, error: Mapping[str, object]) -> str:
+    """Describe, for a person, what ``field`` accepts."""
+    reason = str(error.get("msg", "")).removeprefix("Value error, ")
+    info = Settings.model_fields.get(field)
+    if info is None:
+        return reason
+    bounds = [
+        f"{op} {getattr(meta, attr)}"
+        for meta in info.metadata
+        for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+        if getattr(meta, attr, None) is not None
+    ]
+    kind = getattr(info.annotation, "__name__", str(info.annotation))
+    accepted = f"{kind} {' and '.join(bounds)}".strip()
+    description = f": {info.description}" if info.description else ""
+    return f"{accepted}{description} ({reason})"
