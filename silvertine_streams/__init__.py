@@ -1,0 +1,7 @@
+"""silvertine-streams: the event core of the Silvertine trading platform."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -75,12 +75,16 @@ class Settings(BaseSettings):
         default=9464, ge=0, le=65535, description="Prometheus /metrics port on loopback, 0 = off"
     )
 
+    metrics_host: str = Field(
+        default="127.0.0.1", description="metrics bind address (0.0.0.0 only inside containers)"
+    )
+
     # --- the pipeline ------------------------------------------------------
     envelope_max_events: int = Field(
         default=500, ge=1, le=100_000, description="events per batch envelope"
     )
-    dedupe_window: int = Field(
-        default=1_000_000, ge=1, description="event ids remembered per event type for dedupe"
+    dedupe_window_s: float = Field(
+        default=86_400.0, gt=0, description="seconds, at least, a logged event id is deduplicated"
     )
     handler_timeout_s: float = Field(default=1.0, gt=0, description="per-handler call timeout")
     circuit_failure_threshold: int = Field(
@@ -88,6 +92,11 @@ class Settings(BaseSettings):
     )
     circuit_reset_s: float = Field(
         default=10.0, gt=0, description="seconds an open circuit waits before a trial call"
+    )
+    handlers: str = Field(
+        default="",
+        description="comma-separated module:function run at worker start with the handler "
+        "registry, to subscribe handlers",
     )
     sink_retry_max_s: float = Field(
         default=2.0, gt=0, description="longest backoff between canonical-log write retries"

@@ -1,0 +1,104 @@
+"""The ``silvertine`` command line."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+from silvertine_streams.errors import SilvertineError
+from silvertine_streams.settings import Settings, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fails_cleanly(command: F) -> F:
+    """Turn our errors into one readable line and exit status 2, not a traceback."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except SilvertineError as exc:
+            click.echo(f"silvertine: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]  # same signature as command
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+@click.group()
+@click.version_option(package_name="silvertine-streams")
+def main() -> None:
+    """silvertine-streams: the event core of the Silvertine trading platform."""
+
+
+@main.group()
+def stack() -> None:
+    """Start, stop and inspect the embedded Kafka (Tansu) + Redis stack."""
+
+
+@stack.command("up")
+@_fails_cleanly
+def stack_up() -> None:
+    """Start the embedded servers (those whose URL is not set) and declare the topics."""
+    import asyncio
+
+    from silvertine_streams.embedded import EmbeddedStack
+    from silvertine_streams.kafka_admin import ensure_topics
+
+    settings = EmbeddedStack(_settings()).up()
+    asyncio.run(ensure_topics(settings))
+    click.echo(f"SILVERTINE_KAFKA_URL={settings.kafka_url}")
+    click.echo(f"SILVERTINE_REDIS_URL={settings.redis_url}")
+
+
+@stack.command("down")
+@_fails_cleanly
+def stack_down() -> None:
+    """Stop the embedded servers this data dir started (by PID)."""
+    from silvertine_streams.embedded import EmbeddedStack
+
+    EmbeddedStack(_settings()).down()
+    click.echo("embedded stack stopped")
+
+
+@stack.command("status")
+@_fails_cleanly
+def stack_status() -> None:
+    """Show the embedded servers of this data dir; exit 1 when one is down."""
+    from silvertine_streams.embedded import EmbeddedStack
+
+    statuses = EmbeddedStack(_settings()).status()
+    all_alive = bool(statuses)
+    for status in statuses:
+        state = "up" if status.alive else "DOWN"
+        click.echo(f"{status.name:6} {state:5} pid={status.pid} {status.url}")
+        all_alive = all_alive and status.alive
+    if not statuses:
+        click.echo("no embedded servers recorded in this data dir")
+    sys.exit(0 if all_alive else 1)
+
+
+@main.command()
+@_fails_cleanly
+def worker() -> None:
+    """Run a Faust worker of the pipeline (joins the consumer group SILVERTINE_APP_ID)."""
+    import faust
+
+    from silvertine_streams.app import create_app
+    from silvertine_streams.embedded import resolve_settings_with_stack
+
+    settings = resolve_settings_with_stack(_settings())
+    app = create_app(settings)
+    faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,587 @@
+"""Handler subscriptions by event type and priority, and their isolated dispatch.
+
+This keeps the seed EventBus's semantics: handlers subscribe to event types with
+a priority; for each event, CRITICAL handlers run (and finish) before HIGH, HIGH
+before NORMAL, NORMAL before LOW; handlers of one priority run concurrently.
+
+Isolation is the point (guarantee 5): every handler has its own timeout and
+its own :class:`~silvertine_streams.domain.circuit.CircuitBreaker`. A handler
+that raises or overruns counts a failure on its own circuit; an open circuit
+skips that handler; nothing a handler does reaches the caller or stops the
+other handlers. What happened is returned as a :class:`DispatchReport` for the
+metrics layer to read; this module does no I/O and logs nothing.
+
+Sync handlers run directly on the event loop — they must be quick. They cannot
+be interrupted, so one that runs past the timeout is counted as a timeout after
+the fact (and its circuit opens if it keeps doing so). An async handler that
+swallows cancellation cannot be stopped either; it is counted as a timeout once
+it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import functools
+import inspect
+import itertools
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from silvertine_streams.domain.circuit import CircuitBreaker, CircuitState
+
+__all__ = [
+    "CircuitTransitionCallback",
+    "DispatchReport",
+    "Handler",
+    "HandlerDispatcher",
+    "HandlerPriority",
+    "HandlerRegistry",
+    "HandlerStats",
+    "Subscription",
+]
+
+Handler = Callable[[Any], Any]
+"""A sync or async callable taking one event; its return value is ignored."""
+
+
+class HandlerPriority(enum.IntEnum):
+    """Order in which handler groups see an event: lower runs first."""
+
+    CRITICAL = 0
+    HIGH = 1
+    NORMAL = 2
+    LOW = 3
+
+
+def _is_async(handler: Handler) -> bool:
+    """Return whether calling ``handler`` gives a coroutine.
+
+    ``inspect.iscoroutinefunction`` already sees through bound methods and
+    ``functools.partial``; instances with an ``async def __call__`` need the
+    second look.
+    """
+    if inspect.iscoroutinefunction(handler):
+        return True
+    call = getattr(type(handler), "__call__", None)  # noqa: B004 - the method, not callable()
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """One handler subscribed to some event types.
+
+    Attributes:
+        handler_id: unique id (uuid4 hex) returned by :meth:`HandlerRegistry.subscribe`.
+        name: for people: metrics labels and logs.
+        handler: the callable.
+        event_types: the event types it receives.
+        priority: its group.
+        is_async: whether it returns a coroutine (decided once, at subscribe time).
+    """
+
+    handler_id: str
+    name: str
+    handler: Handler
+    event_types: frozenset[str]
+    priority: HandlerPriority
+    is_async: bool
+
+
+Groups = tuple[tuple[Subscription, ...], ...]
+
+_NO_GROUPS: Groups = ()
+
+
+class HandlerRegistry:
+    """Who wants which event type, grouped by priority.
+
+    Lookups are precomputed on every change, so :meth:`handlers_for` is one
+    dict lookup: subscriptions change rarely, events arrive all the time.
+
+    Attributes:
+        version: bumped on every subscribe and unsubscribe, so a dispatcher
+            can tell when its cached plans are out of date.
+    """
+
+    def __init__(self) -> None:
+        """Create an empty registry."""
+        self._subscriptions: dict[str, Subscription] = {}
+        self._groups: dict[str, Groups] = {}
+        self.version = 0
+
+    def subscribe(
+        self,
+        handler: Handler,
+        event_types: str | Iterable[str],
+        priority: HandlerPriority = HandlerPriority.NORMAL,
+        name: str | None = None,
+    ) -> str:
+        """Subscribe ``handler`` to ``event_types``.
+
+        Args:
+            handler: a sync or async callable taking one event.
+            event_types: one event type or several (``EventType`` members or
+                their string values; both look up the same).
+            priority: its group; lower runs first.
+            name: for metrics and logs; defaults to the handler's qualified name.
+
+        Returns:
+            The handler id, for :meth:`unsubscribe`.
+
+        Raises:
+            ValueError: no event type given.
+            TypeError: ``handler`` is not callable.
+        """
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, got {handler!r}")
+        # A bare string is iterable too; without this, "order" would subscribe
+        # to the event types "o", "r", "d", ...
+        types = frozenset((event_types,) if isinstance(event_types, str) else event_types)
+        if not types:
+            raise ValueError("subscribe needs at least one event type")
+        handler_id = uuid.uuid4().hex
+        if name is None:
+            name = getattr(handler, "__qualname__", None) or type(handler).__qualname__
+        self._subscriptions[handler_id] = Subscription(
+            handler_id=handler_id,
+            name=name,
+            handler=handler,
+            event_types=types,
+            priority=HandlerPriority(priority),
+            is_async=_is_async(handler),
+        )
+        self._reindex(types)
+        return handler_id
+
+    def unsubscribe(self, handler_id: str) -> bool:
+        """Remove a subscription.
+
+        Args:
+            handler_id: as returned by :meth:`subscribe`.
+
+        Returns:
+            Whether it was subscribed.
+        """
+        subscription = self._subscriptions.pop(handler_id, None)
+        if subscription is None:
+            return False
+        self._reindex(subscription.event_types)
+        return True
+
+    def handlers_for(self, event_type: str) -> Groups:
+        """Return the subscriptions for ``event_type`` as priority groups.
+
+        Returns:
+            Non-empty groups ordered CRITICAL → LOW; within a group, in
+            subscription order. ``()`` when nobody subscribed.
+        """
+        return self._groups.get(event_type, _NO_GROUPS)
+
+    def has_handlers(self, event_type: str) -> bool:
+        """Return whether anyone subscribed to ``event_type`` (skip dispatch if not)."""
+        return event_type in self._groups
+
+    def get(self, handler_id: str) -> Subscription | None:
+        """Return the subscription of ``handler_id``, ``None`` if there is none."""
+        return self._subscriptions.get(handler_id)
+
+    def __len__(self) -> int:
+        """Return the number of subscriptions."""
+        return len(self._subscriptions)
+
+    def _reindex(self, event_types: frozenset[str]) -> None:
+        """Recompute the groups of the event types a change touched."""
+        self.version += 1
+        for event_type in event_types:
+            # dicts keep insertion order and sorted() is stable, so handlers of
+            # one priority stay in subscription order.
+            subscribed = sorted(
+                (s for s in self._subscriptions.values() if event_type in s.event_types),
+                key=_priority_of,
+            )
+            if not subscribed:
+                self._groups.pop(event_type, None)
+                continue
+            self._groups[event_type] = tuple(
+                tuple(members) for _, members in itertools.groupby(subscribed, _priority_of)
+            )
+
+
+def _priority_of(subscription: Subscription) -> HandlerPriority:
+    """Return the sort and group key of a subscription."""
+    return subscription.priority
+
+
+@dataclass(slots=True)
+class HandlerStats:
+    """What one handler did during one dispatch.
+
+    ``failures`` and ``timeouts`` are disjoint; both count against the circuit.
+
+    Attributes:
+        name: the subscription's name.
+        priority: the subscription's priority.
+        calls: invocations (including those that failed or timed out).
+        failures: calls that raised.
+        timeouts: calls that ran past the timeout.
+        skipped_open: events not given to the handler because its circuit was open.
+        latency_s: total wall time of all calls, in seconds.
+        last_error: the last exception a call raised (the ``TimeoutError`` for
+            a timeout), for the caller to log.
+    """
+
+    name: str
+    priority: HandlerPriority
+    calls: int = 0
+    failures: int = 0
+    timeouts: int = 0
+    skipped_open: int = 0
+    latency_s: float = 0.0
+    last_error: BaseException | None = None
+
+
+@dataclass(slots=True)
+class DispatchReport:
+    """What happened during one :meth:`HandlerDispatcher.dispatch`.
+
+    Attributes:
+        event_type: the event type dispatched.
+        events: how many events were dispatched.
+        handlers: handler id to its stats; empty when nobody subscribed.
+    """
+
+    event_type: str
+    events: int
+    handlers: dict[str, HandlerStats] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> int:
+        """Return the failures plus timeouts of all handlers."""
+        return sum(s.failures + s.timeouts for s in self.handlers.values())
+
+    @property
+    def skipped_open(self) -> int:
+        """Return the calls skipped by open circuits, over all handlers."""
+        return sum(s.skipped_open for s in self.handlers.values())
+
+
+CircuitTransitionCallback = Callable[[Subscription, CircuitState, CircuitState], None]
+"""Called as ``on_transition(subscription, old, new)`` when a handler's circuit moves."""
+
+# One handler of a plan: what to call, its breaker.
+_Entry = tuple[Subscription, CircuitBreaker]
+
+
+class _Watchdog:
+    """One lazily re-armed timer bounding the calls awaited in one task.
+
+    ``asyncio.timeout`` costs ~4 µs per call (a Timeout, a TimerHandle pushed
+    on the loop's heap and cancelled again); with a fast handler that is most
+    of the per-event cost. Instead, each call only records its deadline
+    (:meth:`arm`), and at most one timer is pending: when it fires it either
+    cancels the task (the current call overran) or re-arms itself for the
+    current call's deadline. The timer then fires about once per ``timeout_s``
+    of dispatching, whatever the number of calls.
+
+    The cancellation is handed back like ``asyncio.timeout`` does it:
+    :meth:`claim` uncancels the task and says whether a cancellation of
+    someone else's is still pending.
+    """
+
+    __slots__ = ("_timeout_s", "_loop", "_task", "_base", "_deadline", "_handle", "_fired")
+
+    def __init__(self, timeout_s: float) -> None:
+        self._timeout_s = timeout_s
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - dispatch always runs in a task
+            raise RuntimeError("HandlerDispatcher.dispatch must run in an asyncio task")
+        self._task = task
+        self._base = task.cancelling()
+        self._deadline: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._fired = False
+
+    def arm(self) -> None:
+        """Start bounding a call that begins now."""
+        deadline = self._loop.time() + self._timeout_s
+        self._deadline = deadline
+        if self._handle is None:
+            self._handle = self._loop.call_at(deadline, self._expire)
+
+    def disarm(self) -> None:
+        """Stop bounding the call (it ended, one way or another)."""
+        self._deadline = None
+
+    def claim(self) -> bool:
+        """Take back our cancellation, if we made one.
+
+        Returns:
+            Whether the task was cancelled by us alone: ``False`` when we did
+            not cancel it, or when someone else cancelled it too.
+        """
+        if not self._fired:
+            return False
+        self._fired = False
+        return self._task.uncancel() <= self._base
+
+    def close(self) -> None:
+        """Drop the pending timer, if any."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _expire(self) -> None:
+        """Timer callback: cancel the task if the current call is past its deadline."""
+        self._handle = None
+        deadline = self._deadline
+        if deadline is None:
+            return  # between calls or done; the next arm() starts a new timer
+        if self._loop.time() >= deadline:
+            # The task is suspended inside the handler (nothing else awaits
+            # between arm and disarm), so that is where the cancel lands.
+            self._fired = True
+            self._deadline = None
+            self._task.cancel()
+        else:
+            self._handle = self._loop.call_at(deadline, self._expire)
+
+
+class HandlerDispatcher:
+    """Run the registry's handlers for batches of events, each handler isolated.
+
+    Not thread-safe; one event loop owns it. Circuits are kept per handler id
+    across dispatches and dropped when the handler unsubscribes.
+    """
+
+    def __init__(
+        self,
+        registry: HandlerRegistry,
+        timeout_s: float = 1.0,
+        failure_threshold: int = 5,
+        reset_s: float = 30.0,
+        *,
+        now: Callable[[], float] = time.monotonic,
+        on_transition: CircuitTransitionCallback | None = None,
+    ) -> None:
+        """Create a dispatcher over ``registry``.
+
+        Args:
+            registry: the subscriptions; changes are picked up on the next dispatch.
+            timeout_s: how long one handler may take with one event.
+            failure_threshold: consecutive failures that open a handler's circuit.
+            reset_s: how long an open circuit waits before a trial call.
+            now: the circuits' monotonic clock, in seconds (latency is always
+                measured with ``time.perf_counter``).
+            on_transition: told about every circuit state change, with the
+                subscription; must be quick and must not raise.
+
+        Raises:
+            ValueError: ``timeout_s <= 0`` (and see :class:`CircuitBreaker`).
+        """
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        # Fail at construction rather than at the first handler's circuit.
+        CircuitBreaker(failure_threshold, reset_s, now=now)
+        self._registry = registry
+        self._timeout_s = timeout_s
+        self._failure_threshold = failure_threshold
+        self._reset_s = reset_s
+        self._now = now
+        self._on_transition = on_transition
+        self._circuits: dict[str, CircuitBreaker] = {}
+        self._plans: dict[str, tuple[tuple[_Entry, ...], ...]] = {}
+        self._plans_version = registry.version
+
+    def circuit(self, handler_id: str) -> CircuitBreaker | None:
+        """Return the circuit of ``handler_id``, ``None`` before its first dispatch."""
+        return self._circuits.get(handler_id)
+
+    async def dispatch(self, events: Sequence[Any], event_type: str) -> DispatchReport:
+        """Give every event, in order, to the handlers subscribed to ``event_type``.
+
+        For each event the priority groups run one after the other; the
+        handlers of one group run concurrently. Handler failures, timeouts and
+        open circuits are counted in the report, never raised.
+
+        Args:
+            events: the batch, all of ``event_type``.
+            event_type: selects the handlers.
+
+        Returns:
+            Per-handler counts for this batch.
+
+        Raises:
+            asyncio.CancelledError: only when the caller is cancelled.
+        """
+        plan = self._plan(event_type)
+        report = DispatchReport(event_type, len(events))
+        if not plan:
+            return report
+        stats = report.handlers
+        groups: list[list[tuple[Subscription, CircuitBreaker, HandlerStats]]] = []
+        for group in plan:
+            members = []
+            for subscription, circuit in group:
+                handler_stats = HandlerStats(subscription.name, subscription.priority)
+                stats[subscription.handler_id] = handler_stats
+                members.append((subscription, circuit, handler_stats))
+            groups.append(members)
+        call = self._call
+        watchdog = _Watchdog(self._timeout_s)
+        try:
+            for event in events:
+                for members in groups:
+                    if len(members) == 1:
+                        # The common case: no task, no gather, no timer per call.
+                        subscription, circuit, handler_stats = members[0]
+                        if circuit.allow():
+                            await call(subscription, circuit, handler_stats, event, watchdog)
+                        else:
+                            handler_stats.skipped_open += 1
+                        continue
+                    concurrent = []
+                    for member in members:
+                        subscription, circuit, handler_stats = member
+                        if not circuit.allow():
+                            handler_stats.skipped_open += 1
+                        elif subscription.is_async:
+                            concurrent.append(member)
+                        else:
+                            # A sync handler cannot overlap with anything, so
+                            # running it inline loses no concurrency.
+                            await call(subscription, circuit, handler_stats, event, watchdog)
+                    if len(concurrent) == 1:
+                        subscription, circuit, handler_stats = concurrent[0]
+                        await call(subscription, circuit, handler_stats, event, watchdog)
+                    elif concurrent:
+                        # One task each (that is what concurrency costs, ~10 µs
+                        # per handler); _call never raises but for
+                        # cancellation, so gather needs no return_exceptions.
+                        await asyncio.gather(
+                            *(call(sub, circ, st, event, None) for sub, circ, st in concurrent)
+                        )
+        finally:
+            watchdog.close()
+        return report
+
+    async def _call(
+        self,
+        subscription: Subscription,
+        circuit: CircuitBreaker,
+        stats: HandlerStats,
+        event: Any,
+        watchdog: _Watchdog | None,
+    ) -> None:
+        """Call one handler with one event; count the outcome, never raise.
+
+        ``watchdog`` bounds an async handler awaited directly in the
+        dispatching task; without one (inside a gather's own task) the call
+        gets an ``asyncio.timeout`` of its own.
+        """
+        stats.calls += 1
+        timeout_s = self._timeout_s
+        scope: asyncio.Timeout | None = None
+        start = time.perf_counter()
+        try:
+            if subscription.is_async:
+                if watchdog is not None:
+                    watchdog.arm()
+                    try:
+                        await subscription.handler(event)
+                    finally:
+                        watchdog.disarm()
+                else:
+                    async with asyncio.timeout(timeout_s) as scope:
+                        await subscription.handler(event)
+            else:
+                result = subscription.handler(event)
+                # A plain function may still hand back an awaitable (a lambda
+                # around a coroutine function); run it under the timeout too.
+                if result is not None and inspect.isawaitable(result):
+                    async with asyncio.timeout(timeout_s) as scope:
+                        await result
+        except TimeoutError as exc:
+            # A TimeoutError the handler raised by itself is a plain failure.
+            if scope is not None and scope.expired():
+                stats.timeouts += 1
+            else:
+                stats.failures += 1
+            stats.last_error = exc
+            circuit.record_failure()
+        except asyncio.CancelledError as exc:
+            if watchdog is not None and watchdog.claim():
+                stats.timeouts += 1
+                stats.last_error = TimeoutError(
+                    f"handler {subscription.name!r} exceeded {timeout_s}s"
+                )
+            else:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # our caller is being cancelled: not the handler's failure
+                stats.failures += 1  # the handler raised CancelledError on its own
+                stats.last_error = exc
+            circuit.record_failure()
+        except Exception as exc:
+            stats.failures += 1
+            stats.last_error = exc
+            circuit.record_failure()
+        else:
+            if watchdog is not None:
+                # The handler swallowed our cancellation and returned: take the
+                # x
+                pass
+            elapsed = time.perf_counter() - start
+            stats.latency_s += elapsed
+            if elapsed > timeout_s:
+                # Ran to completion but over time: a blocking sync handler,
+                # or one that swallowed its cancellation.
+                stats.timeouts += 1
+                stats.last_error = TimeoutError(
+                    f"handler {subscription.name!r} took {elapsed:.3f}s > {timeout_s}s"
+                )
+                circuit.record_failure()
+            else:
+                circuit.record_success()
+            return
+        stats.latency_s += time.perf_counter() - start
+
+    def _plan(self, event_type: str) -> tuple[tuple[_Entry, ...], ...]:
+        """Return the groups of (subscription, circuit) for ``event_type``, cached."""
+        registry = self._registry
+        if registry.version != self._plans_version:
+            self._plans.clear()
+            self._plans_version = registry.version
+            # Forget the circuits of handlers that are gone.
+            for handler_id in [h for h in self._circuits if registry.get(h) is None]:
+                del self._circuits[handler_id]
+        plan = self._plans.get(event_type)
+        if plan is None:
+            plan = tuple(
+                tuple((s, self._circuit_for(s)) for s in group)
+                for group in registry.handlers_for(event_type)
+            )
+            self._plans[event_type] = plan
+        return plan
+
+    def _circuit_for(self, subscription: Subscription) -> CircuitBreaker:
+        """Return the circuit of a subscription, creating it on first use."""
+        circuit = self._circuits.get(subscription.handler_id)
+        if circuit is None:
+            on_transition = (
+                None
+                if self._on_transition is None
+                else functools.partial(self._on_transition, subscription)
+            )
+            circuit = CircuitBreaker(
+                self._failure_threshold,
+                self._reset_s,
+                now=self._now,
+                on_transition=on_transition,
+            )
+            self._circuits[subscription.handler_id] = circuit
+        return circuit

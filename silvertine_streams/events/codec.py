@@ -1,0 +1,235 @@
+"""The wire codec: events to JSON bytes and back, strict and fast (DESIGN §2).
+
+A message is one event JSON object or a JSON array of events (a batch
+envelope). Decoding is one msgspec call for the whole message; only when that
+fails does the codec split the envelope and decode each event on its own, so a
+bad event costs only itself and the reason names what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import operator
+
+import msgspec
+
+from silvertine_streams.errors import InvalidEvent
+from silvertine_streams.events.model import EVENT_CLASSES, Event, EventType, EventUnion
+
+_ENCODER = msgspec.json.Encoder()
+# Sorted dict keys make the fingerprint independent of metadata key order.
+_CANONICAL_ENCODER = msgspec.json.Encoder(order="deterministic")
+_EVENT_DECODER = msgspec.json.Decoder(EventUnion)
+_MESSAGE_DECODER = msgspec.json.Decoder(list[EventUnion] | EventUnion)
+_ARRAY_DECODER = msgspec.json.Decoder(list[msgspec.Raw])
+_LENIENT_JSON = json.JSONDecoder()
+_JSON_WHITESPACE = " \t\n\r"
+_VALID_TYPES = ", ".join(sorted(EVENT_CLASSES))
+_TAG_PATH = " - at `$.event_type`"
+# Fields the engine may fill at ingress; a redelivered copy differs only in these.
+_INGRESS_FIELDS = ("ts_ns", "sequence")
+# Per class: its tag, and a getter picking every other field out of
+# msgspec.structs.astuple(). Half the cost of building and key-sorting a dict
+# per event, which matters because the agents fingerprint every event.
+_FINGERPRINT_PLAN = {
+    cls: (
+        event_type.value,
+        operator.itemgetter(
+            *(i for i, name in enumerate(cls.__struct_fields__) if name not in _INGRESS_FIELDS)
+        ),
+    )
+    for event_type, cls in EVENT_CLASSES.items()
+}
+
+
+class Rejected(msgspec.Struct, frozen=True):
+    """An event (or a whole message) that could not be accepted.
+
+    Attributes:
+        payload: the event's own bytes as received when they could be isolated
+            from the envelope, else the whole message.
+        reason: what is wrong, for a person.
+    """
+
+    payload: bytes
+    reason: str
+
+
+class DecodedMessage(msgspec.Struct):
+    """The outcome of decoding one message.
+
+    Attributes:
+        events: the valid events, in message order.
+        rejects: what could not be accepted, in message order.
+    """
+
+    events: list[Event]
+    rejects: list[Rejected]
+
+
+def encode_event(event: Event) -> bytes:
+    """Encode one event as a JSON object."""
+    return _ENCODER.encode(event)
+
+
+def encode_batch(events: list[Event] | tuple[Event, ...]) -> bytes:
+    """Encode events as a JSON array: a batch envelope."""
+    return _ENCODER.encode(events)
+
+
+def decode_event(data: bytes) -> Event:
+    """Decode and validate exactly one event JSON object.
+
+    Raises:
+        InvalidEvent: ``data`` is not one valid event; ``reason`` says why and
+            ``payload`` holds ``data``.
+    """
+    try:
+        return _EVENT_DECODER.decode(data)  # type: ignore[no-any-return]  # a concrete event
+    except msgspec.DecodeError as exc:
+        raise InvalidEvent(_describe(exc, data), bytes(data)) from exc
+
+
+def decode_message(data: bytes, expected_type: EventType | None = None) -> DecodedMessage:
+    """Decode a message holding one event or a batch envelope of events.
+
+    Args:
+        data: the message value as received.
+        expected_type: if given, events of any other type are rejected.
+
+    Returns:
+        The valid events and the rejects, each in message order; an envelope
+        with a bad event loses only that event. Never raises for bad input.
+    """
+    try:
+        decoded = _MESSAGE_DECODER.decode(data)
+    except msgspec.DecodeError:
+        return _decode_each(data, expected_type)
+    events: list[Event] = decoded if type(decoded) is list else [decoded]
+    # One C-level pass over the types; the per-event split only when it fails.
+    if (
+        expected_type is not None
+        and events
+        and set(map(type, events)) != {EVENT_CLASSES[EventType(expected_type)]}
+    ):
+        return _decode_each(data, expected_type)
+    return DecodedMessage(events=events, rejects=[])
+
+
+def content_fingerprint(event: Event) -> str:
+    """Return 16 hex characters identifying the event's content.
+
+    ``ts_ns`` and ``sequence`` are left out because the engine may fill them
+    at ingress: a redelivered copy of an event has the same fingerprint, while
+    an event reusing an id with other content (price, quantity, ...) does not.
+    The digest covers the event type and every other field's value in field
+    order, with metadata keys sorted.
+    """
+    tag, pick_content = _FINGERPRINT_PLAN[type(event)]
+    encoded = _CANONICAL_ENCODER.encode((tag, pick_content(msgspec.structs.astuple(event))))
+    return hashlib.blake2b(encoded, digest_size=8).hexdigest()
+
+
+def _decode_each(data: bytes, expected_type: EventType | None) -> DecodedMessage:
+    """Slow path: isolate each event of the message and decode it on its own."""
+    pieces: list[bytes | msgspec.Raw]
+    top_level = False
+    try:
+        pieces = list(_ARRAY_DECODER.decode(data))
+    except msgspec.DecodeError as exc:
+        if bytes(data).lstrip()[:1] == b"[":
+            split = _split_envelope_leniently(data)
+            if split is None:
+                # The envelope itself is broken: no event in it can be trusted.
+                reason = _describe(exc, data, envelope_allowed=True)
+                return DecodedMessage(events=[], rejects=[Rejected(bytes(data), reason)])
+            pieces = list(split)
+        else:
+            pieces = [data]  # not an array: one event, or nothing usable
+            top_level = True
+    result = DecodedMessage(events=[], rejects=[])
+    for piece in pieces:
+        try:
+            event: Event = _EVENT_DECODER.decode(piece)
+        except msgspec.DecodeError as exc:
+            reason = _describe(exc, piece, envelope_allowed=top_level)
+            result.rejects.append(Rejected(payload=bytes(piece), reason=reason))
+            continue
+        if expected_type is not None and event.event_type != expected_type:
+            reason = (
+                f"event_type {event.event_type.value!r} does not belong here: "
+                f"expected {EventType(expected_type).value!r} events only"
+            )
+            result.rejects.append(Rejected(payload=bytes(piece), reason=reason))
+        else:
+            result.events.append(event)
+    return result
+
+
+def _split_envelope_leniently(data: bytes) -> list[bytes] | None:
+    """Isolate the items of an array msgspec refused, or None if that is unsafe.
+
+    msgspec refuses a whole array when one item holds ``NaN`` or ``Infinity``
+    (Python's ``json.dumps`` writes them). Python's parser accepts those, so it
+    can still find where each item starts and ends; each item is then judged
+    on its own. Any other damage to the array's structure returns None.
+    """
+    try:
+        text = bytes(data).decode()
+    except UnicodeDecodeError:
+        return None
+    items: list[bytes] = []
+    position = _skip_whitespace(text, _skip_whitespace(text, 0) + 1)  # past "["
+    while True:
+        try:
+            _, end = _LENIENT_JSON.raw_decode(text, position)
+        except (ValueError, RecursionError):
+            return None
+        items.append(text[position:end].encode())
+        position = _skip_whitespace(text, end)
+        if text.startswith(",", position):
+            position = _skip_whitespace(text, position + 1)
+        elif text.startswith("]", position) and _skip_whitespace(text, position + 1) == len(text):
+            return items
+        else:
+            return None
+
+
+def _skip_whitespace(text: str, position: int) -> int:
+    while position < len(text) and text[position] in _JSON_WHITESPACE:
+        position += 1
+    return position
+
+
+def _describe(
+    exc: msgspec.DecodeError, data: bytes | msgspec.Raw, *, envelope_allowed: bool = False
+) -> str:
+    """Turn a msgspec error into a reason a person can act on."""
+    reason = str(exc)
+    if not bytes(data).strip():
+        return "Empty message: expected an event JSON object"
+    if reason == "Input data was truncated":
+        return "JSON is malformed: input data was truncated"
+    if reason.startswith("JSON is malformed: invalid character (byte "):
+        return reason + _non_json_number_hint(reason, bytes(data))
+    if reason.endswith(_TAG_PATH) and reason.startswith("Invalid value "):
+        value = reason[len("Invalid value ") : -len(_TAG_PATH)]
+        return f"Unknown event_type {value}; valid types: {_VALID_TYPES}{_TAG_PATH}"
+    if "event_type`" in reason:
+        return f"{reason}; valid types: {_VALID_TYPES}"
+    if reason.startswith("Number out of range"):
+        return reason.replace("Number out of range", "Number out of range (not a finite float)", 1)
+    if reason.startswith("Expected `object`, got ") and " - at " not in reason:
+        wanted = "an event object or an array of events" if envelope_allowed else "an event object"
+        return f"Expected {wanted}, got {reason[len('Expected `object`, got ') :]}"
+    return reason
+
+
+def _non_json_number_hint(reason: str, data: bytes) -> str:
+    """Explain the usual cause when the offending character starts NaN or Infinity."""
+    offset = int(reason.rsplit(" ", 1)[-1].rstrip(")"))
+    word = data[offset : offset + 8]
+    if word.startswith(b"NaN") or word == b"Infinity":
+        return ": NaN and Infinity are not JSON numbers; numbers must be finite"
+    return ""

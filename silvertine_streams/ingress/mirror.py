@@ -1,0 +1,167 @@
+"""The ingress mirror: Redis ``events:<type>`` → Kafka ``silvertine.<type>``.
+
+Guarantees:
+* An entry is acknowledged (XACK, then XDEL) in Redis only after Kafka confirmed
+  the envelope that carries it: a crash in between re-sends it, and the
+  canonical log's id index absorbs the duplicate.
+* Per-symbol order: one worker at a time mirrors a given stream, holding a
+  lease (``SET NX PX``) it renews. Several mirrors reading one stream through a
+  consumer group would split a symbol's entries between them and race.
+* A worker that takes the lease over first re-sends the entries the previous
+  holder read but never acknowledged (XAUTOCLAIM), before reading new ones.
+* An entry without ``event_id`` gets one derived from its entry id, so a re-sent
+  copy is recognised as the same event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from silvertine_streams.events import Event, EventType, decode_message
+from silvertine_streams.publisher import group_envelopes
+from silvertine_streams.sinks.dead_letters import DeadLetter, DeadLetterSink
+from silvertine_streams.topics import INGRESS_GROUP, ingress_stream
+
+log = logging.getLogger(__name__)
+
+SendEnvelope = Callable[[str, int, Sequence[Event]], Awaitable[None]]
+"""Send one envelope to (topic, partition) and return once Kafka confirmed it."""
+
+_RENEW_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+
+
+class IngressMirror:
+    """Mirrors one event type's ingress stream into its Kafka topic.
+
+    Args:
+        redis: the Redis client.
+        event_type: the type whose ``events:<type>`` stream is mirrored.
+        send_envelope: sends an envelope to Kafka and waits for the broker.
+        dead_letters: where entries that cannot be decoded go (origin = entry id).
+        consumer_name: this worker's name in the Redis consumer group.
+        partitions: partitions of the topic (routing by murmur2 of the symbol).
+        batch_max: entries read per round, and events per envelope at most.
+        lease_ms: how long a silent holder keeps the stream.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        event_type: EventType,
+        send_envelope: SendEnvelope,
+        dead_letters: DeadLetterSink,
+        consumer_name: str,
+        partitions: int,
+        batch_max: int = 500,
+        lease_ms: int = 5000,
+    ) -> None:
+        self._redis = redis
+        self._type = event_type
+        self._stream = ingress_stream(event_type.value)
+        self._lease_key = f"lease:{self._stream}"
+        self._send = send_envelope
+        self._dead_letters = dead_letters
+        self._me = consumer_name
+        self._partitions = partitions
+        self._batch_max = batch_max
+        self._lease_ms = lease_ms
+        self._renew = redis.register_script(_RENEW_LEASE)
+        self._holding = False
+        self.mirrored = 0
+
+    async def run(self) -> None:
+        """Mirror forever; Redis outages are waited out, never raised."""
+        delay = 0.05
+        while True:
+            try:
+                await self.step()
+                delay = 0.05
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                self._holding = False
+                log.warning("ingress mirror %s waiting for Redis: %s", self._stream, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def step(self, block_ms: int = 100) -> int:
+        """Do one round: hold the lease, reclaim or read, send, acknowledge.
+
+        Returns:
+            the number of entries handled this round.
+        """
+        if not await self._renew(keys=[self._lease_key], args=[self._me, self._lease_ms]):
+            self._holding = False
+            await asyncio.sleep(self._lease_ms / 3000)
+            return 0
+        if not self._holding:
+            await self._ensure_group()
+            self._holding = True
+            # Entries a dead holder read but never acknowledged go out first.
+            while await self._reclaim():
+                pass
+        entries = await self._read(block_ms)
+        return await self._forward(entries)
+
+    async def _ensure_group(self) -> None:
+        try:
+            # "0": entries added before the group existed are mirrored too.
+            await self._redis.xgroup_create(self._stream, INGRESS_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _reclaim(self) -> int:
+        _, entries, *_ = await self._redis.xautoclaim(
+            self._stream, INGRESS_GROUP, self._me, min_idle_time=0, start_id="0-0",
+            count=self._batch_max,
+        )
+        return await self._forward(entries)
+
+    async def _read(self, block_ms: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        response = await self._redis.xreadgroup(
+            INGRESS_GROUP, self._me, {self._stream: ">"}, count=self._batch_max, block=block_ms
+        )
+        return response[0][1] if response else []
+
+    async def _forward(self, entries: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> int:
+        if not entries:
+            return 0
+        events: list[Event] = []
+        letters: list[DeadLetter] = []
+        for entry_id, fields in entries:
+            origin = f"{self._stream}/{entry_id.decode()}"
+            raw = fields.get(b"event")
+            if raw is None:
+                letters.append(DeadLetter(b"", "invalid: ingress entry has no 'event' field",
+                                          origin))
+                continue
+            decoded = decode_message(raw, self._type)
+            letters.extend(DeadLetter(r.payload, f"invalid: {r.reason}", origin)
+                           for r in decoded.rejects)
+            for index, event in enumerate(decoded.events):
+                if b'"event_id"' not in raw:
+                    event = event.with_changes(event_id=f"{origin}#{index}")
+                events.append(event)
+        if letters:
+            await self._dead_letters.write(letters)
+        for topic, partition, chunk in group_envelopes(events, self._partitions,
+                                                       self._batch_max):
+            await self._send(topic, partition, chunk)
+        ids = [entry_id for entry_id, _ in entries]
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xack(self._stream, INGRESS_GROUP, *ids)
+        pipe.xdel(self._stream, *ids)
+        await pipe.execute()
+        self.mirrored += len(entries)
+        return len(entries)

@@ -1,0 +1,71 @@
+"""Declare our topics before anything produces (Tansu auto-creates with 4 partitions).
+
+A topic that already exists with another partition count would send a symbol's
+events to another partition than its history, breaking per-symbol order: we
+refuse to run and name the topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from silvertine_streams.errors import ServerUnavailable, TopicMismatch
+from silvertine_streams.settings import Settings
+from silvertine_streams.topics import all_topics
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+async def ensure_topics(
+    settings: Settings, topics: Iterable[str] | None = None, timeout_s: float = 15.0
+) -> dict[str, int]:
+    """Create missing topics with ``settings.partitions`` and check existing ones.
+
+    Returns:
+        topic name -> partition count, as the broker reports them.
+
+    Raises:
+        TopicMismatch: an existing topic has another partition count.
+        ServerUnavailable: the broker did not answer within ``timeout_s``.
+    """
+    names = list(topics) if topics is not None else all_topics()
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=int(timeout_s * 1000)
+    )
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+    except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        await admin.close()
+        raise ServerUnavailable(str(settings.kafka_url), f"Kafka admin: {exc!r}") from exc
+    try:
+        existing = await _partition_counts(admin, names)
+        missing = [n for n in names if n not in existing]
+        if missing:
+            response = await admin.create_topics(
+                [NewTopic(n, settings.partitions, settings.replication_factor) for n in missing]
+            )
+            for topic, code, *_ in response.topic_errors:
+                if code not in (0, _TOPIC_ALREADY_EXISTS):
+                    raise ServerUnavailable(
+                        str(settings.kafka_url), f"creating {topic} failed with error {code}"
+                    )
+            existing.update(await _partition_counts(admin, missing))
+        for name in names:
+            if existing.get(name) != settings.partitions:
+                raise TopicMismatch(name, settings.partitions, existing.get(name, 0))
+        return existing
+    finally:
+        await admin.close()
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    known = set(await admin.list_topics())
+    wanted = [n for n in names if n in known]
+    if not wanted:
+        return {}
+    described = await admin.describe_topics(wanted)
+    return {d["topic"]: len(d["partitions"]) for d in described if d.get("error_code", 0) == 0}

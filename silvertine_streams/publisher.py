@@ -1,0 +1,146 @@
+"""Publish events into the engine, by Kafka (batch envelopes) or the Redis ingress stream.
+
+Example:
+    async with Publisher(settings) as publisher:
+        await publisher.publish(MarketDataEvent(symbol="AAPL", price=189.5))
+        await publisher.publish_many(ticks)            # envelopes per partition
+        await publisher.publish_to_ingress(order)      # XADD events:order
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
+
+from silvertine_streams.errors import ServerUnavailable
+from silvertine_streams.events import Event, encode_batch, encode_event
+from silvertine_streams.settings import Settings
+from silvertine_streams.topics import event_topic, ingress_stream
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """Return the partition of ``key``: murmur2, as Java clients and aiokafka do."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def group_envelopes(
+    events: Iterable[Event], partitions: int, max_events: int
+) -> list[tuple[str, int, list[Event]]]:
+    """Group events into ``(topic, partition, events)`` envelopes, keeping each symbol's order.
+
+    Events of one topic and partition keep their relative order; an envelope holds
+    at most ``max_events``.
+    """
+    groups: dict[tuple[str, int], list[list[Event]]] = {}
+    for event in events:
+        slot = (event_topic(event.event_type.value),
+                partition_for(event.partition_key.encode(), partitions))
+        chunks = groups.setdefault(slot, [[]])
+        if len(chunks[-1]) >= max_events:
+            chunks.append([])
+        chunks[-1].append(event)
+    return [(topic, partition, chunk)
+            for (topic, partition), chunks in groups.items() for chunk in chunks]
+
+
+class Publisher:
+    """Sends events to ``silvertine.<type>`` (Kafka) or ``events:<type>`` (Redis).
+
+    Producers may set ``sequence`` per (source, symbol); when they don't, the
+    engine assigns one. Delivery is at-least-once: a retried publish may write an
+    event twice, and the engine's idempotent log keeps it once.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._producer: AIOKafkaProducer | None = None
+        self._redis: aioredis.Redis | None = None
+
+    async def __aenter__(self) -> Publisher:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _kafka(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self._settings.kafka_bootstrap,
+                acks="all",
+                # Tansu refuses InitProducerId, so no idempotent producer: the
+                # engine's log absorbs duplicates from retries instead.
+                enable_idempotence=False,
+                linger_ms=1,
+                max_request_size=16 * 1024 * 1024,
+            )
+            try:
+                await producer.start()
+            except (KafkaError, OSError) as exc:
+                await producer.stop()
+                raise ServerUnavailable(str(self._settings.kafka_url), repr(exc)) from exc
+            self._producer = producer
+        return self._producer
+
+    def _redis_client(self) -> aioredis.Redis:
+        if self._redis is None:
+            self._redis = aioredis.Redis.from_url(str(self._settings.redis_url))
+        return self._redis
+
+    async def publish(self, event: Event) -> None:
+        """Send one event to its topic, keyed by symbol; return once Kafka has it."""
+        producer = await self._kafka()
+        await producer.send_and_wait(
+            event_topic(event.event_type.value),
+            value=encode_event(event),
+            key=event.partition_key.encode(),
+        )
+
+    async def publish_many(self, events: Sequence[Event]) -> int:
+        """Send events as batch envelopes (one Kafka message per partition chunk).
+
+        Returns:
+            the number of Kafka messages sent.
+        """
+        producer = await self._kafka()
+        envelopes = group_envelopes(
+            events, self._settings.partitions, self._settings.envelope_max_events
+        )
+        futures = [
+            await producer.send(topic, value=encode_batch(chunk),
+                                key=chunk[0].partition_key.encode(), partition=partition)
+            for topic, partition, chunk in envelopes
+        ]
+        await asyncio.gather(*futures)
+        return len(futures)
+
+    async def publish_to_ingress(self, event: Event) -> bytes:
+        """XADD one event to ``events:<type>`` (field ``event``); return the entry id."""
+        entry_id: bytes = await self._redis_client().xadd(
+            ingress_stream(event.event_type.value), {"event": encode_event(event)}
+        )
+        return entry_id
+
+    async def publish_many_to_ingress(self, events: Sequence[Event]) -> list[bytes]:
+        """XADD several events in one pipelined round trip; return their entry ids."""
+        pipe = self._redis_client().pipeline(transaction=False)
+        for event in events:
+            pipe.xadd(ingress_stream(event.event_type.value), {"event": encode_event(event)})
+        return list(await pipe.execute())
+
+    async def close(self) -> None:
+        """Flush and close the Kafka producer and the Redis client."""
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None

@@ -1,0 +1,36 @@
+"""Every stream key and topic name, in one place (DESIGN §2: the external contract).
+
+Nothing else spells ``silvertine.<type>``, ``events:<type>``, ``log:<type>`` or
+``dlq`` inline.
+"""
+
+from __future__ import annotations
+
+EVENT_TYPES: tuple[str, ...] = ("market_data", "order", "fill", "signal", "system")
+"""Every event type, in the order the engine lists them."""
+
+TOPIC_PREFIX = "silvertine."
+DLQ_TOPIC = "silvertine.dlq"
+DLQ_STREAM = "dlq"
+INGRESS_GROUP = "silvertine-ingress"
+"""Redis consumer group the ingress mirror reads ``events:<type>`` with."""
+
+
+def event_topic(event_type: str) -> str:
+    """Return the Kafka topic of ``event_type``: ``silvertine.<type>``."""
+    return f"{TOPIC_PREFIX}{event_type}"
+
+
+def ingress_stream(event_type: str) -> str:
+    """Return the Redis ingress stream of ``event_type``: ``events:<type>``."""
+    return f"events:{event_type}"
+
+
+def log_stream(event_type: str) -> str:
+    """Return the Redis canonical log of ``event_type``: ``log:<type>``."""
+    return f"log:{event_type}"
+
+
+def all_topics() -> list[str]:
+    """Return every topic the engine declares: one per event type plus the DLQ."""
+    return [event_topic(t) for t in EVENT_TYPES] + [DLQ_TOPIC]
