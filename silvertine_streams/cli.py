@@ -76,14 +76,12 @@ def stack_status() -> None:
     from silvertine_streams.embedded import EmbeddedStack
 
     statuses = EmbeddedStack(_settings()).status()
-    all_alive = bool(statuses)
     for status in statuses:
-        state = "up" if status.alive else "DOWN"
-        click.echo(f"{status.name:6} {state:5} pid={status.pid} {status.url}")
-        all_alive = all_alive and status.alive
-    if not statuses:
-        click.echo("no embedded servers recorded in this data dir")
-    sys.exit(0 if all_alive else 1)
+        if status.alive:
+            click.echo(f"{status.name:6} up    pid={status.pid} {status.url}")
+        else:
+            click.echo(f"{status.name:6} down")
+    sys.exit(0 if all(status.alive for status in statuses) else 1)
 
 
 @main.command()

@@ -38,7 +38,7 @@ async def ensure_topics(
     )
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
-    except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, KafkaError, OSError) as exc:
         await admin.close()
         raise ServerUnavailable(str(settings.kafka_url), f"Kafka admin: {exc!r}") from exc
     try:

@@ -12,11 +12,23 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 
 from silvertine_streams.agents.pipeline import EventPipeline
+from silvertine_streams.domain.circuit import CircuitState
+from silvertine_streams.domain.handlers import HandlerDispatcher, HandlerRegistry, Subscription
 from silvertine_streams.errors import ConfigError
-from silvertine_streams.domain.handlers import HandlerDispatcher, HandlerRegistry
-from silvertine_streams.events import Event, EventType, SystemEvent, encode_batch, encode_event
+from silvertine_streams.events import (
+    Event,
+    EventType,
+    Severity,
+    SystemEvent,
+    encode_batch,
+    encode_event,
+)
 from silvertine_streams.ingress.mirror import IngressMirror
-from silvertine_streams.observability.metrics import serve_metrics
+from silvertine_streams.observability.metrics import (
+    CIRCUIT_OPEN,
+    register_sink_retries,
+    serve_metrics,
+)
 from silvertine_streams.sinks.canonical_log import CanonicalLogSink
 from silvertine_streams.sinks.dead_letters import DeadLetter, DeadLetterSink
 from silvertine_streams.topics import DLQ_TOPIC, EVENT_TYPES, event_topic
@@ -34,11 +46,28 @@ def register_agents(app: SilvertineApp) -> None:
         str(settings.redis_url), socket_timeout=5.0, socket_connect_timeout=5.0
     )
     registry = HandlerRegistry()
+    pending_system_events: list[SystemEvent] = []
+
+    def on_circuit_transition(
+        subscription: Subscription, old: CircuitState, new: CircuitState
+    ) -> None:
+        CIRCUIT_OPEN.labels(subscription.name).set(1 if new is CircuitState.OPEN else 0)
+        if new is CircuitState.OPEN:
+            log.warning("handler %s circuit open", subscription.name)
+            pending_system_events.append(SystemEvent(
+                kind="circuit_open", severity=Severity.ERROR, symbol=subscription.name,
+                message=f"handler {subscription.name} failed repeatedly; its circuit is open",
+                details={"handler": subscription.name, "handler_id": subscription.handler_id,
+                         "reset_s": settings.circuit_reset_s},
+                source="silvertine.handlers",
+            ))
+
     dispatcher = HandlerDispatcher(
         registry,
         timeout_s=settings.handler_timeout_s,
         failure_threshold=settings.circuit_failure_threshold,
         reset_s=settings.circuit_reset_s,
+        on_transition=on_circuit_transition,
     )
     app.bus = registry  # type: ignore[attr-defined]  # the public subscribe() surface
     for setup in load_handler_setups(settings.handlers):
@@ -60,16 +89,20 @@ def register_agents(app: SilvertineApp) -> None:
             )
 
     pipelines: dict[str, EventPipeline] = {}
+    log_sinks: list[CanonicalLogSink] = []
     for type_name in EVENT_TYPES:
         event_type = EventType(type_name)
+        log_sink = CanonicalLogSink(redis, type_name, window_s=settings.dedupe_window_s,
+                                    retry_max_s=settings.sink_retry_max_s)
+        log_sinks.append(log_sink)
         pipeline = EventPipeline(
             event_type,
-            CanonicalLogSink(redis, type_name, window_s=settings.dedupe_window_s,
-                             retry_max_s=settings.sink_retry_max_s),
+            log_sink,
             dead_letter_sink,
             dispatcher,
             publish_system,
             publish_dead_letters,
+            pending_system_events,
         )
         pipelines[event_topic(type_name)] = pipeline
         _register_agent(app, type_name, pipeline)
@@ -83,6 +116,7 @@ def register_agents(app: SilvertineApp) -> None:
             if topic in pipelines:
                 pipelines[topic].forget_partitions(partitions)
 
+    register_sink_retries(log_sinks)
     _register_mirrors(app, redis, dead_letter_sink)
 
     @app.task
@@ -108,7 +142,9 @@ def _register_agent(app: SilvertineApp, type_name: str, pipeline: EventPipeline)
         async for event in stream.events():
             message = event.message
             key = str(message.partition)
-            tracker = pipeline.tracker(message.partition, lambda: dict(table.get(key) or {}))
+            tracker = pipeline.tracker(
+                message.partition, lambda key=key: dict(table.get(key) or {})
+            )
             outcome = await pipeline.process(event.value, tracker, message.partition,
                                              message.offset)
             if outcome.sequence_changes:

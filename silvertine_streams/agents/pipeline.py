@@ -27,9 +27,10 @@ from silvertine_streams.events import (
     decode_message,
     encode_event,
 )
-from silvertine_streams.observability.metrics import DEAD_LETTERS, TypeMetrics
+from silvertine_streams.observability.metrics import DEAD_LETTERS, TypeMetrics, record_dispatch
 from silvertine_streams.sinks.canonical_log import CanonicalLogSink, LogRecord, WriteStatus
 from silvertine_streams.sinks.dead_letters import DeadLetter, DeadLetterSink
+from silvertine_streams.topics import event_topic
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class EventPipeline:
         dispatcher: subscribed handlers, or None.
         publish_system: sends a ``system`` event (gap reports) to Kafka.
         publish_dead_letters: copies dead letters to Kafka ``silvertine.dlq``.
+        pending_system_events: a list others append system events to (shared).
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class EventPipeline:
         dispatcher: HandlerDispatcher | None,
         publish_system: PublishSystem,
         publish_dead_letters: PublishDeadLetters,
+        pending_system_events: list[SystemEvent] | None = None,
     ) -> None:
         self.event_type = event_type
         self._log_sink = log_sink
@@ -76,7 +79,12 @@ class EventPipeline:
         self._dispatcher = dispatcher
         self._publish_system = publish_system
         self._publish_dead_letters = publish_dead_letters
-        self._topic = f"silvertine.{event_type.value}"
+        # System events raised outside the pipeline (circuit transitions), sent
+        # with the next message: the callbacks that create them cannot await.
+        self._pending_system_events = (
+            pending_system_events if pending_system_events is not None else []
+        )
+        self._topic = event_topic(event_type.value)
         self._trackers: dict[int, SequenceTracker] = {}
         self._metrics = TypeMetrics.for_type(event_type.value)
 
@@ -167,7 +175,9 @@ class EventPipeline:
         for report in gap_reports:
             await self._publish_system(report)
         if new_events and self._dispatcher is not None:
-            await self._dispatcher.dispatch(new_events, self.event_type)
+            record_dispatch(await self._dispatcher.dispatch(new_events, self.event_type))
+        while self._pending_system_events:
+            await self._publish_system(self._pending_system_events.pop(0))
         return outcome
 
     async def _dead_letter(self, letters: list[DeadLetter], outcome: MessageOutcome) -> None:
@@ -182,7 +192,8 @@ def _gap_report(event: Event, stream: str, expected: int, got: int) -> SystemEve
     return SystemEvent(
         kind="sequence_gap",
         severity=Severity.CRITICAL if event.priority == 0 else Severity.WARNING,
-        message=f"sequence gap on {event.event_type.value} {stream}: expected {expected}, got {got}",
+        message=f"sequence gap on {event.event_type.value} {stream}: "
+        f"expected {expected}, got {got}",
         details={"event_type": event.event_type.value, "stream": stream,
                  "expected": expected, "got": got, "event_id": event.event_id},
         symbol=event.partition_key,

@@ -533,8 +533,8 @@ class HandlerDispatcher:
         else:
             if watchdog is not None:
                 # The handler swallowed our cancellation and returned: take the
-                # x
-                pass
+                # cancel request back; the elapsed check below counts it.
+                watchdog.claim()
             elapsed = time.perf_counter() - start
             stats.latency_s += elapsed
             if elapsed > timeout_s:

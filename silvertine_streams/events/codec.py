@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
+from collections.abc import Sequence
 
 import msgspec
 
@@ -73,8 +74,10 @@ def encode_event(event: Event) -> bytes:
     return _ENCODER.encode(event)
 
 
-def encode_batch(events: list[Event] | tuple[Event, ...]) -> bytes:
+def encode_batch(events: Sequence[Event]) -> bytes:
     """Encode events as a JSON array: a batch envelope."""
+    if type(events) is not list and type(events) is not tuple:
+        events = list(events)
     return _ENCODER.encode(events)
 
 
@@ -106,14 +109,15 @@ def decode_message(data: bytes, expected_type: EventType | None = None) -> Decod
         decoded = _MESSAGE_DECODER.decode(data)
     except msgspec.DecodeError:
         return _decode_each(data, expected_type)
-    events: list[Event] = decoded if type(decoded) is list else [decoded]
+    enveloped = type(decoded) is list
+    events: list[Event] = decoded if enveloped else [decoded]
     # One C-level pass over the types; the per-event split only when it fails.
     if (
         expected_type is not None
         and events
         and set(map(type, events)) != {EVENT_CLASSES[EventType(expected_type)]}
     ):
-        return _decode_each(data, expected_type)
+        return _split_by_type(data, enveloped, events, EventType(expected_type))
     return DecodedMessage(events=events, rejects=[])
 
 
@@ -157,14 +161,34 @@ def _decode_each(data: bytes, expected_type: EventType | None) -> DecodedMessage
             result.rejects.append(Rejected(payload=bytes(piece), reason=reason))
             continue
         if expected_type is not None and event.event_type != expected_type:
-            reason = (
-                f"event_type {event.event_type.value!r} does not belong here: "
-                f"expected {EventType(expected_type).value!r} events only"
-            )
+            reason = _wrong_type(event, EventType(expected_type))
             result.rejects.append(Rejected(payload=bytes(piece), reason=reason))
         else:
             result.events.append(event)
     return result
+
+
+def _split_by_type(
+    data: bytes, enveloped: bool, events: list[Event], expected_type: EventType
+) -> DecodedMessage:
+    """Reject the decoded events of another type, each with its own bytes."""
+    # The message decoded as a whole, so it is valid JSON: splitting cannot fail.
+    payloads = _ARRAY_DECODER.decode(data) if enveloped else [data]
+    result = DecodedMessage(events=[], rejects=[])
+    for event, payload in zip(events, payloads, strict=True):
+        if event.event_type is expected_type:
+            result.events.append(event)
+        else:
+            reason = _wrong_type(event, expected_type)
+            result.rejects.append(Rejected(payload=bytes(payload), reason=reason))
+    return result
+
+
+def _wrong_type(event: Event, expected_type: EventType) -> str:
+    return (
+        f"event_type {event.event_type.value!r} does not belong here: "
+        f"expected {expected_type.value!r} events only"
+    )
 
 
 def _split_envelope_leniently(data: bytes) -> list[bytes] | None:

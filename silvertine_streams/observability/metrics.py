@@ -7,9 +7,16 @@ microsecond, which the hot path cannot pay per event.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from silvertine_streams.domain.handlers import DispatchReport
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 """Our own registry: tests and embedded use never collide with the global one."""
@@ -34,10 +41,6 @@ SEQUENCE_GAPS = Counter(
 )
 SEQUENCE_STALE = Counter(
     "silvertine_sequence_stale", "Events at or below their stream's high-water mark",
-    ["event_type"], registry=REGISTRY,
-)
-SINK_RETRIES = Counter(
-    "silvertine_sink_retries", "Canonical-log write retries (Redis unavailable)",
     ["event_type"], registry=REGISTRY,
 )
 SINK_BATCH_SIZE = Histogram(
@@ -75,7 +78,6 @@ class TypeMetrics:
     dedupe_hits: Counter
     sequence_gaps: Counter
     sequence_stale: Counter
-    sink_retries: Counter
     sink_batch_size: Histogram
     sink_latency: Histogram
 
@@ -88,7 +90,6 @@ class TypeMetrics:
             dedupe_hits=DEDUPE_HITS.labels(event_type),
             sequence_gaps=SEQUENCE_GAPS.labels(event_type),
             sequence_stale=SEQUENCE_STALE.labels(event_type),
-            sink_retries=SINK_RETRIES.labels(event_type),
             sink_batch_size=SINK_BATCH_SIZE.labels(event_type),
             sink_latency=SINK_LATENCY.labels(event_type),
         )
@@ -98,3 +99,56 @@ def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
     """Serve ``/metrics`` on ``host:port`` in a daemon thread (port 0 = off)."""
     if port:
         start_http_server(port, addr=host, registry=REGISTRY)
+
+
+def record_dispatch(report: DispatchReport) -> None:
+    """Add one handler dispatch's per-handler counts to the handler metrics."""
+    for stats in report.handlers.values():
+        HANDLER_CALLS.labels(stats.name).inc(stats.calls)
+        if stats.failures:
+            HANDLER_FAILURES.labels(stats.name, "error").inc(stats.failures)
+        if stats.timeouts:
+            HANDLER_FAILURES.labels(stats.name, "timeout").inc(stats.timeouts)
+        if stats.skipped_open:
+            HANDLER_SKIPPED.labels(stats.name).inc(stats.skipped_open)
+
+
+class RetryingSink(Protocol):
+    """What the retry collector reads of a sink."""
+
+    event_type: str
+    retries: int
+
+
+class SinkRetries(Collector):
+    """``silvertine_sink_retries_total{event_type}``, read live from the sinks.
+
+    A sink blocked by a Redis outage counts its retries while it waits; a
+    counter incremented after the write returned would stay flat exactly when
+    an operator needs to see it move.
+    """
+
+    def __init__(self, sinks: Iterable[RetryingSink]) -> None:
+        self._sinks = list(sinks)
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield one sample per sink."""
+        family = CounterMetricFamily(
+            "silvertine_sink_retries", "Canonical-log write retries (Redis unavailable)",
+            labels=["event_type"],
+        )
+        for sink in self._sinks:
+            family.add_metric([sink.event_type], sink.retries)
+        yield family
+
+
+def register_sink_retries(sinks: Iterable[RetryingSink]) -> None:
+    """Expose the retry counts of ``sinks`` (once per process; later calls replace it)."""
+    global _sink_retries
+    if _sink_retries is not None:
+        REGISTRY.unregister(_sink_retries)
+    _sink_retries = SinkRetries(sinks)
+    REGISTRY.register(_sink_retries)
+
+
+_sink_retries: SinkRetries | None = None

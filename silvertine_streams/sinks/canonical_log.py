@@ -42,8 +42,8 @@ from silvertine_streams.sinks.retry import Backoff, retry_transient
 
 log = logging.getLogger(__name__)
 
-# Bounds one script run (~5 µs per event) so a huge batch cannot block Redis
-# for long; each chunk is idempotent on its own, so splitting is safe.
+# Bounds one script run (~3.7 µs of Redis time per event, ~20 ms) so a huge batch
+# cannot stall Redis; each chunk is idempotent on its own, so splitting is safe.
 MAX_EVENTS_PER_CALL = 5000
 
 

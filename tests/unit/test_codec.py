@@ -83,7 +83,7 @@ def test_single_event_round_trip(event: Event) -> None:
 
 
 def test_envelope_round_trip_keeps_order() -> None:
-    events = ticks(50)
+    events: list[Event] = [*ticks(50)]
     data = encode_batch(events)
     assert json.loads(data)[0]["price"] == 100.0
     assert decode_message(data, EventType.MARKET_DATA) == DecodedMessage(events=events, rejects=[])
@@ -93,6 +93,7 @@ def test_mixed_envelope_decodes_without_expected_type() -> None:
     events = examples()
     assert decode_message(encode_batch(events)).events == events
     assert decode_message(encode_batch(tuple(events))).events == events
+    assert decode_message(encode_batch(event for event in events)).events == events  # type: ignore[arg-type]  # any iterable works at runtime
 
 
 def test_empty_envelope_is_nothing() -> None:
@@ -247,8 +248,11 @@ def test_a_structurally_broken_envelope_is_rejected_whole(data: bytes) -> None:
 def test_envelope_with_several_bad_items() -> None:
     good = ticks(2)
     data = (
-        b'[ 3, ' + encode_event(good[0]) + b', {"event_type":"fill"}, [1], '
-        + encode_event(good[1]) + b"]"
+        b"[ 3, "
+        + encode_event(good[0])
+        + b', {"event_type":"fill"}, [1], '
+        + encode_event(good[1])
+        + b"]"
     )
     result = decode_message(data)
     assert result.events == good
@@ -310,8 +314,9 @@ def test_fingerprint_ignores_ingress_fields_and_survives_the_wire() -> None:
 
 
 def test_fingerprint_ignores_metadata_key_order_and_int_vs_float() -> None:
-    a = MarketDataEvent(symbol="A", price=1, event_id="e", timestamp=T0,
-                        metadata={"x": 1, "y": {"p": 1, "q": 2}})
+    a = MarketDataEvent(
+        symbol="A", price=1, event_id="e", timestamp=T0, metadata={"x": 1, "y": {"p": 1, "q": 2}}
+    )
     b = MarketDataEvent(symbol="A", price=1.0, event_id="e", timestamp=T0,
                         metadata={"y": {"q": 2, "p": 1}, "x": 1})  # fmt: skip
     assert content_fingerprint(a) == content_fingerprint(b)
@@ -333,3 +338,16 @@ def test_fingerprint_differs_across_types_and_quantities() -> None:
     assert len(fingerprints) == len(examples())
     order = examples()[1]
     assert content_fingerprint(order.with_changes(quantity=11.0)) != content_fingerprint(order)
+
+
+def test_wrong_type_and_invalid_items_in_one_envelope() -> None:
+    tick, order = ticks(1)[0], examples()[1]
+    broken = market_json(price=-1)
+    data = b"[" + b",".join([encode_event(order), broken, encode_event(tick)]) + b"]"
+    result = decode_message(data, EventType.MARKET_DATA)
+    assert result.events == [tick]
+    assert [(r.payload, r.reason) for r in result.rejects] == [
+        (encode_event(order), "event_type 'order' does not belong here: "
+                              "expected 'market_data' events only"),
+        (broken, "Price must be positive"),
+    ]  # fmt: skip

@@ -470,6 +470,7 @@ def test_from_dict_on_a_subclass_needs_no_event_type() -> None:
         (Event, {"event_type": "market_data", "symbol": "X", "price": 1.0,
                  "timestamp": "2024-01-01T00:00:00"}, "Timestamp must be timezone-aware UTC"),
         (Event, ["not", "a", "mapping"], "expected a mapping, got list"),
+        (Event, {"event_type": ["order"]}, r"unknown event_type \['order'\]"),
     ],
 )  # fmt: skip
 def test_from_dict_errors(target: type[Event], data: Any, match: str) -> None:

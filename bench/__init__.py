@@ -1,0 +1,16 @@
+"""Benchmarks of silvertine-streams (issue 3): ``make bench`` / ``python -m bench``.
+
+Layout, so later scenarios slot in beside the first one:
+
+* :mod:`bench.harness`  the embedded stack, subprocesses (stopped by PID only),
+  start marks, ``XLEN`` polling and per-process CPU accounting.
+* :mod:`bench.report`   samples, medians, ratios, machine facts, and the
+  ``RESULTS.md`` writer every scenario shares.
+* :mod:`bench.profiling` py-spy sampling of a worker, folded into top self/total time.
+* one module per scenario, each with ``NAME``, ``TITLE`` and
+  ``async def run(ctx) -> ScenarioReport`` (see :mod:`bench.pipeline_throughput`),
+  listed in :data:`bench.__main__.SCENARIOS`.
+* the programs the scenarios run as subprocesses: :mod:`bench.silvertine_worker`
+  (the product worker plus a start mark), :mod:`bench.plain_agent` (the
+  baseline Faust app), :mod:`bench.raw_floor` (aiokafka → pipelined XADD).
+"""

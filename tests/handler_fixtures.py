@@ -1,0 +1,46 @@
+"""Handlers a test worker loads with ``SILVERTINE_HANDLERS=tests.handler_fixtures:setup``.
+
+One records what it sees in the Redis stream ``test:handled``, one always
+raises, one never returns: the test checks that the last two are timed out and
+circuit-broken while the recorder and the log keep up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import redis.asyncio as aioredis
+
+from silvertine_streams.domain.handlers import HandlerPriority, HandlerRegistry
+from silvertine_streams.events import Event
+
+SEEN_STREAM = "test:handled"
+
+_redis: aioredis.Redis | None = None
+
+
+async def record(event: Event) -> None:
+    """Append the event id to ``test:handled``."""
+    global _redis
+    if _redis is None:
+        # Test code may read the environment; the engine's modules never do.
+        _redis = aioredis.Redis.from_url(os.environ["SILVERTINE_REDIS_URL"])
+    await _redis.xadd(SEEN_STREAM, {"event_id": event.event_id})
+
+
+def explode(event: Event) -> None:
+    """Fail on every event."""
+    raise RuntimeError(f"explode handler refuses {event.event_id}")
+
+
+async def hang(event: Event) -> None:
+    """Never return."""
+    await asyncio.Event().wait()
+
+
+def setup(bus: HandlerRegistry) -> None:
+    """Subscribe the three handlers to orders, the hanging one first in line."""
+    bus.subscribe(hang, ["order"], priority=HandlerPriority.CRITICAL, name="hang")
+    bus.subscribe(explode, ["order"], priority=HandlerPriority.HIGH, name="explode")
+    bus.subscribe(record, ["order"], priority=HandlerPriority.NORMAL, name="record")

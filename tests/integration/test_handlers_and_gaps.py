@@ -1,0 +1,85 @@
+"""Handler isolation (DESIGN §3.5) and gap reports (§3.3) in a real worker."""
+
+from __future__ import annotations
+
+import os
+
+from redis.asyncio import Redis
+
+from silvertine_streams.events import MarketDataEvent
+from silvertine_streams.publisher import Publisher
+from silvertine_streams.settings import Settings
+from tests.handler_fixtures import SEEN_STREAM
+from tests.helpers import async_wait_for
+from tests.integration.test_pipeline import orders, ticks, wait_for_log
+from tests.logcheck import read_log
+from tests.pipeline_support import WorkerPool, metrics_of
+
+
+async def test_failing_and_hanging_handlers_are_cut_off_while_the_rest_flows(
+    pipeline_settings: Settings, redis_client: Redis, workers: WorkerPool
+) -> None:
+    settings = pipeline_settings.model_copy(update={
+        "handlers": "tests.handler_fixtures:setup",
+        "handler_timeout_s": 0.2,
+        "circuit_failure_threshold": 3,
+        "circuit_reset_s": 600.0,
+    })
+    worker = workers.start(settings, PYTHONPATH=os.getcwd())
+    order_events = orders(40)
+    market_data = ticks(["AAPL", "MSFT"], 100)
+    async with Publisher(settings) as publisher:
+        await publisher.publish_many(order_events)
+        await publisher.publish_many(market_data)
+
+    # The recorder sees every order, although the two handlers before it fail.
+    async def recorded() -> int | None:
+        seen = await redis_client.xlen(SEEN_STREAM)
+        return seen if seen >= len(order_events) else None
+
+    await async_wait_for(recorded, timeout=60, message="recorder to see every order")
+    entries = await redis_client.xrange(SEEN_STREAM)
+    assert sorted(f[b"event_id"].decode() for _, f in entries) == sorted(
+        e.event_id for e in order_events
+    )
+    assert len(await wait_for_log(redis_client, "order", 40, workers)) == 40
+    assert len(await wait_for_log(redis_client, "market_data", 200, workers)) == 200
+
+    samples = metrics_of(worker)
+    assert samples[("silvertine_circuit_open", (("handler", "hang"),))] == 1
+    assert samples[("silvertine_circuit_open", (("handler", "explode"),))] == 1
+    assert samples[("silvertine_handler_failures_total",
+                    (("handler", "hang"), ("kind", "timeout")))] == 3
+    assert samples[("silvertine_handler_failures_total",
+                    (("handler", "explode"), ("kind", "error")))] == 3
+    assert samples[("silvertine_handler_skipped_total", (("handler", "hang"),))] == 37
+    assert samples[("silvertine_handler_calls_total", (("handler", "record"),))] == 40
+    # Each opened circuit is reported as a system event in the log.
+    system = await wait_for_log(redis_client, "system", 2, workers)
+    assert sorted(e["details"]["handler"] for e in system if e["kind"] == "circuit_open") == [
+        "explode", "hang"]
+
+
+async def test_a_sequence_gap_is_reported_once_as_a_system_event(
+    pipeline_settings: Settings, redis_client: Redis, workers: WorkerPool
+) -> None:
+    worker = workers.start()
+    sequences = [1, 2, 3, 7, 8, 9]
+    events = [MarketDataEvent(symbol="AAPL", price=100.0, source="feed-x", sequence=n)
+              for n in sequences]
+    async with Publisher(pipeline_settings) as publisher:
+        await publisher.publish_many(events)
+
+    logged = await wait_for_log(redis_client, "market_data", len(events), workers)
+    assert [e["sequence"] for e in logged] == sequences
+    system = await wait_for_log(redis_client, "system", 1, workers)
+    gaps = [e for e in system if e["kind"] == "sequence_gap"]
+    assert len(gaps) == 1, system
+    assert gaps[0]["details"] == {
+        "event_type": "market_data", "stream": "feed-x/AAPL", "expected": 4, "got": 7,
+        "event_id": events[3].event_id,
+    }
+    assert gaps[0]["symbol"] == "AAPL"
+    assert metrics_of(worker)[
+        ("silvertine_sequence_gaps_total", (("event_type", "market_data"),))] == 1
+    assert len(await read_log(redis_client, "system")) == 1
