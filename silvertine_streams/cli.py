@@ -98,5 +98,16 @@ def worker() -> None:
     faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
 
 
+@main.command()
+@click.option("--seconds", type=float, default=30.0, show_default=True,
+              help="stop after this many seconds (Ctrl-C stops earlier)")
+@_fails_cleanly
+def demo(seconds: float) -> None:
+    """Run the stack, a worker and a live feed of every event type; stop everything after."""
+    from silvertine_streams.demo import run_demo
+
+    sys.exit(run_demo(_settings(), seconds))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

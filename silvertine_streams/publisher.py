@@ -124,10 +124,10 @@ class Publisher:
 
     async def publish_to_ingress(self, event: Event) -> bytes:
         """XADD one event to ``events:<type>`` (field ``event``); return the entry id."""
-        entry_id: bytes = await self._redis_client().xadd(
+        entry_id = await self._redis_client().xadd(
             ingress_stream(event.event_type.value), {"event": encode_event(event)}
         )
-        return entry_id
+        return entry_id if isinstance(entry_id, bytes) else entry_id.encode()
 
     async def publish_many_to_ingress(self, events: Sequence[Event]) -> list[bytes]:
         """XADD several events in one pipelined round trip; return their entry ids."""

@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
@@ -107,7 +108,7 @@ def register_agents(app: SilvertineApp) -> None:
         pipelines[event_topic(type_name)] = pipeline
         _register_agent(app, type_name, pipeline)
 
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's stub wants signal=
     async def _forget_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         by_topic: dict[str, list[int]] = {}
         for tp in revoked:
@@ -129,6 +130,11 @@ def register_agents(app: SilvertineApp) -> None:
     app.pipelines = pipelines  # type: ignore[attr-defined]  # for tests and the monitor
 
 
+def _stored_marks(table: Any, key: str) -> dict[str, int]:
+    """Return the high-water marks a partition's table record holds (empty if none)."""
+    return dict(table.get(key) or {})
+
+
 def _register_agent(app: SilvertineApp, type_name: str, pipeline: EventPipeline) -> None:
     settings = app.settings
     topic = app.topic(event_topic(type_name), key_serializer="raw", value_serializer="raw",
@@ -142,11 +148,9 @@ def _register_agent(app: SilvertineApp, type_name: str, pipeline: EventPipeline)
         async for event in stream.events():
             message = event.message
             key = str(message.partition)
-            tracker = pipeline.tracker(
-                message.partition, lambda key=key: dict(table.get(key) or {})
-            )
+            tracker = pipeline.tracker(message.partition, partial(_stored_marks, table, key))
             outcome = await pipeline.process(event.value, tracker, message.partition,
-                                             message.offset)
+                                             message.offset, message.timestamp)
             if outcome.sequence_changes:
                 table[key] = tracker.snapshot()
 

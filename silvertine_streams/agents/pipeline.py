@@ -26,6 +26,7 @@ from silvertine_streams.events import (
     content_fingerprint,
     decode_message,
     encode_event,
+    fill_missing_identity,
 )
 from silvertine_streams.observability.metrics import DEAD_LETTERS, TypeMetrics, record_dispatch
 from silvertine_streams.sinks.canonical_log import CanonicalLogSink, LogRecord, WriteStatus
@@ -110,14 +111,28 @@ class EventPipeline:
     # --- one message -----------------------------------------------------
 
     async def process(
-        self, value: bytes, tracker: SequenceTracker, partition: int, offset: int
+        self,
+        value: bytes,
+        tracker: SequenceTracker,
+        partition: int,
+        offset: int,
+        message_timestamp_s: float | None = None,
     ) -> MessageOutcome:
-        """Run one Kafka message (a single event or an envelope) through the pipeline."""
+        """Run one Kafka message (a single event or an envelope) through the pipeline.
+
+        Args:
+            value: the message value as received.
+            tracker: the sequence state of the message's partition.
+            partition: the message's partition, for the origin.
+            offset: the message's offset, for the origin.
+            message_timestamp_s: the Kafka message timestamp, used as the events'
+                ``timestamp`` when the producer sent none.
+        """
         outcome = MessageOutcome()
         origin = f"{self._topic}/{partition}/{offset}"
         decoded = decode_message(value, self.event_type)
         letters = [DeadLetter(r.payload, f"invalid: {r.reason}", origin) for r in decoded.rejects]
-        events = decoded.events
+        events = fill_missing_identity(decoded.events, value, origin, message_timestamp_s)
         self._metrics.events_in.inc(len(events) + len(letters))
 
         records: list[LogRecord] = []

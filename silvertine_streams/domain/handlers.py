@@ -405,8 +405,10 @@ class HandlerDispatcher:
         """Give every event, in order, to the handlers subscribed to ``event_type``.
 
         For each event the priority groups run one after the other; the
-        handlers of one group run concurrently. Handler failures, timeouts and
-        open circuits are counted in the report, never raised.
+        handlers of one group run concurrently: its sync handlers inline (they
+        cannot overlap anyway), then its async ones together — one task each
+        when there are several, none when there is one. Handler failures,
+        timeouts and open circuits are counted in the report, never raised.
 
         Args:
             events: the batch, all of ``event_type``.

@@ -16,6 +16,7 @@ from silvertine_streams.events.codec import (
     encode_batch,
     encode_event,
 )
+from silvertine_streams.events.identity import fill_missing_identity
 from silvertine_streams.events.model import (
     EVENT_CLASSES,
     Event,
@@ -59,4 +60,5 @@ __all__ = [
     "decode_message",
     "encode_batch",
     "encode_event",
+    "fill_missing_identity",
 ]

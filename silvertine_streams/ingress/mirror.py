@@ -9,8 +9,8 @@ Guarantees:
   consumer group would split a symbol's entries between them and race.
 * A worker that takes the lease over first re-sends the entries the previous
   holder read but never acknowledged (XAUTOCLAIM), before reading new ones.
-* An entry without ``event_id`` gets one derived from its entry id, so a re-sent
-  copy is recognised as the same event.
+* An entry without ``event_id`` / ``timestamp`` gets them derived from its entry
+  id, so a re-sent copy is recognised as the same event.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from silvertine_streams.events import Event, EventType, decode_message
+from silvertine_streams.events import Event, EventType, decode_message, fill_missing_identity
 from silvertine_streams.publisher import group_envelopes
 from silvertine_streams.sinks.dead_letters import DeadLetter, DeadLetterSink
 from silvertine_streams.topics import INGRESS_GROUP, ingress_stream
@@ -132,7 +132,11 @@ class IngressMirror:
         response = await self._redis.xreadgroup(
             INGRESS_GROUP, self._me, {self._stream: ">"}, count=self._batch_max, block=block_ms
         )
-        return response[0][1] if response else []
+        if not response:
+            return []
+        # RESP2 (our clients' protocol): [[stream, [(id, fields), ...]]].
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = response[0][1]  # type: ignore[index,assignment]  # RESP2 shape
+        return entries
 
     async def _forward(self, entries: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> int:
         if not entries:
@@ -149,10 +153,9 @@ class IngressMirror:
             decoded = decode_message(raw, self._type)
             letters.extend(DeadLetter(r.payload, f"invalid: {r.reason}", origin)
                            for r in decoded.rejects)
-            for index, event in enumerate(decoded.events):
-                if b'"event_id"' not in raw:
-                    event = event.with_changes(event_id=f"{origin}#{index}")
-                events.append(event)
+            # An entry id starts with its Redis time in ms: fixed across re-sends.
+            entry_time_s = int(entry_id.split(b"-", 1)[0]) / 1000
+            events.extend(fill_missing_identity(decoded.events, raw, origin, entry_time_s))
         if letters:
             await self._dead_letters.write(letters)
         for topic, partition, chunk in group_envelopes(events, self._partitions,

@@ -33,7 +33,8 @@ from silvertine_streams.events import (
 # with inner spaces allowed.
 _edge = st.characters(categories=["L", "N", "P", "S"])
 symbols = st.builds(
-    lambda head, middle, tail: head + middle + tail,
+    # With an empty tail the middle's last space would end the symbol: strip it.
+    lambda head, middle, tail: head + (middle + tail if tail else middle.rstrip()),
     _edge.map(str),
     st.text(st.characters(categories=["L", "N", "P", "S", "Zs"], exclude_characters="\u3000")
             .filter(str.isprintable), max_size=20),

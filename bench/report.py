@@ -1,0 +1,223 @@
+"""Samples, statistics and the ``RESULTS.md`` writer shared by every scenario."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import statistics
+import subprocess
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from bench.harness import REPO_ROOT
+
+
+@dataclass
+class Run:
+    """One measured run of one variant."""
+
+    events: int
+    seconds: float
+    cpu_s: dict[str, float | None] = field(default_factory=dict)
+    """CPU seconds spent during the run, per process (e.g. worker, redis, kafka)."""
+    extra: dict[str, object] = field(default_factory=dict)
+    ended_at: float = 0.0
+    """``time.time()`` when the end condition was seen."""
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else float("nan")
+
+    def cpu_us_per_event(self, process: str) -> float | None:
+        cpu = self.cpu_s.get(process)
+        return None if cpu is None or not self.events else cpu / self.events * 1e6
+
+
+@dataclass
+class Row:
+    """One variant of a scenario: its runs, summarised as median (min–max)."""
+
+    key: str
+    label: str
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def rates(self) -> list[float]:
+        return [run.rate for run in self.runs]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rates) if self.runs else float("nan")
+
+    def cpu_median(self, process: str) -> float | None:
+        values = [v for run in self.runs if (v := run.cpu_us_per_event(process)) is not None]
+        return statistics.median(values) if values else None
+
+
+@dataclass
+class Ratio:
+    """``numerator / denominator`` of two rows' medians, with the range of paired runs."""
+
+    label: str
+    numerator: str
+    denominator: str
+
+
+@dataclass
+class Target:
+    label: str
+    met: bool
+    detail: str
+
+
+@dataclass
+class ScenarioReport:
+    """Everything one scenario contributes to ``RESULTS.md``."""
+
+    name: str
+    title: str
+    description: str
+    rows: list[Row]
+    ratios: list[Ratio] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+    sections: list[tuple[str, str]] = field(default_factory=list)
+    """Extra ``(heading, markdown)`` blocks: profiles, findings, notes."""
+    cpu_processes: tuple[str, ...] = ("worker", "redis", "kafka")
+
+    def row(self, key: str) -> Row:
+        return next(r for r in self.rows if r.key == key)
+
+    def ratio_values(self, ratio: Ratio) -> tuple[float, float, float]:
+        """Median ratio, and min/max over runs paired by index (same round)."""
+        num, den = self.row(ratio.numerator), self.row(ratio.denominator)
+        paired = [a.rate / b.rate for a, b in zip(num.runs, den.runs, strict=False)]
+        med = num.median / den.median if den.median else float("nan")
+        return med, min(paired, default=float("nan")), max(paired, default=float("nan"))
+
+
+# --- machine facts ----------------------------------------------------------
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def _git_revision() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "silvertine_streams"],
+                               cwd=REPO_ROOT, capture_output=True, text=True,
+                               timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return f"{rev}{' + uncommitted changes in silvertine_streams/' if dirty else ''}"
+
+
+def machine_facts(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Facts that make a figure comparable: hardware, software versions, date."""
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    facts = {
+        "date (UTC)": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        "cores": f"{os.cpu_count()} ({len(os.sched_getaffinity(0))} usable), {_cpu_model()}",
+        "memory": f"{mem_gib:.1f} GiB",
+        "kernel": platform.release(),
+        "python": f"{platform.python_version()} ({platform.python_implementation()})",
+        "faust-streaming": _version("faust-streaming"),
+        "mode-streaming": _version("mode-streaming"),
+        "aiokafka": _version("aiokafka"),
+        "redis (redis-py)": _version("redis"),
+        "msgspec": _version("msgspec"),
+        "silvertine-streams": f"{_version('silvertine-streams')} @ {_git_revision()}",
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+    facts.update(extra or {})
+    return facts
+
+
+# --- markdown ---------------------------------------------------------------
+
+
+def _fmt_rate(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _fmt_opt(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def render(facts: dict[str, str], reports: list[ScenarioReport], command: str) -> str:
+    lines = [
+        "# silvertine-streams benchmarks",
+        "",
+        f"Written by `{command}` (`make bench`). Do not edit by hand: rerun it.",
+        "This machine is shared and noisy: compare ratios measured in one run, "
+        "not absolute figures across runs.",
+        "",
+        "## Machine",
+        "",
+        "| fact | value |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v} |" for k, v in facts.items()]
+    for report in reports:
+        lines += ["", f"## {report.title}", "", report.description.strip(), ""]
+        procs = report.cpu_processes
+        lines += [
+            "| variant | events/run | runs | **median events/s** | min | max | "
+            + " | ".join(f"{p} CPU µs/event" for p in procs) + " |",
+            "|---|---:|---:|---:|---:|---:|" + "---:|" * len(procs),
+        ]
+        for row in report.rows:
+            events = row.runs[0].events if row.runs else 0
+            rates = row.rates
+            lines.append(
+                f"| {row.label} | {events:,} | {len(row.runs)} | **{_fmt_rate(row.median)}** | "
+                f"{_fmt_rate(min(rates, default=float('nan')))} | "
+                f"{_fmt_rate(max(rates, default=float('nan')))} | "
+                + " | ".join(_fmt_opt(row.cpu_median(p)) for p in procs) + " |"
+            )
+        if report.ratios:
+            lines += ["", "| ratio | median | min | max (runs paired by round) |",
+                      "|---|---:|---:|---:|"]
+            for ratio in report.ratios:
+                med, lo, hi = report.ratio_values(ratio)
+                lines.append(f"| {ratio.label} | **{med:.2f}×** | {lo:.2f}× | {hi:.2f}× |")
+        if report.targets:
+            lines += ["", "| target | met | measured |", "|---|:---:|---|"]
+            for target in report.targets:
+                lines.append(f"| {target.label} | {'yes' if target.met else '**no**'} | "
+                             f"{target.detail} |")
+        for heading, body in report.sections:
+            lines += ["", f"### {heading}", "", body.strip()]
+        lines += ["", "<details><summary>every run</summary>", "",
+                  "| variant | round | events | seconds | events/s | CPU s | extra |",
+                  "|---|---:|---:|---:|---:|---|---|"]
+        for row in report.rows:
+            for i, run in enumerate(row.runs, 1):
+                cpu = ", ".join(f"{k} {_fmt_opt(v, 2)}" for k, v in run.cpu_s.items())
+                extra = ", ".join(f"{k}={v}" for k, v in run.extra.items())
+                lines.append(f"| {row.label} | {i} | {run.events:,} | {run.seconds:.3f} | "
+                             f"{_fmt_rate(run.rate)} | {cpu} | {extra} |")
+        lines += ["", "</details>"]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(path: Path, facts: dict[str, str], reports: list[ScenarioReport],
+                  command: str) -> None:
+    path.write_text(render(facts, reports, command))

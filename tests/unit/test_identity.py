@@ -1,0 +1,38 @@
+"""Events sent without event_id / timestamp get values that survive redelivery."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from silvertine_streams.events import (
+    MarketDataEvent,
+    content_fingerprint,
+    decode_message,
+    encode_event,
+    fill_missing_identity,
+)
+
+BARE = b'[{"event_type":"market_data","symbol":"AAPL","price":1.5},' \
+       b'{"event_type":"market_data","symbol":"MSFT","price":2.5}]'
+
+
+def test_missing_ids_and_timestamps_come_from_the_message_coordinates() -> None:
+    first = fill_missing_identity(decode_message(BARE).events, BARE, "silvertine.md/3/17", 1.7e9)
+    again = fill_missing_identity(decode_message(BARE).events, BARE, "silvertine.md/3/17", 1.7e9)
+    assert [e.event_id for e in first] == ["silvertine.md/3/17#0", "silvertine.md/3/17#1"]
+    assert {e.timestamp for e in first} == {datetime.fromtimestamp(1.7e9, tz=UTC)}
+    # A redelivered copy is the same event: same id, same fingerprint.
+    assert [content_fingerprint(e) for e in first] == [content_fingerprint(e) for e in again]
+
+
+def test_events_that_carry_their_identity_are_left_alone() -> None:
+    event = MarketDataEvent(symbol="AAPL", price=1.0)
+    raw = encode_event(event)
+    assert fill_missing_identity(decode_message(raw).events, raw, "o", 1.7e9) == [event]
+
+
+def test_without_a_message_time_only_the_id_is_filled() -> None:
+    decoded = decode_message(BARE).events
+    filled = fill_missing_identity(decoded, BARE, "events:md/1-0", None)
+    assert [e.event_id for e in filled] == ["events:md/1-0#0", "events:md/1-0#1"]
+    assert [e.timestamp for e in filled] == [e.timestamp for e in decoded]
