@@ -25,6 +25,7 @@ from rich.live import Live
 from rich.table import Table
 
 from silvertine_streams.embedded import EmbeddedStack
+from silvertine_streams.embedded.processes import die_with_parent_preexec
 from silvertine_streams.events import (
     Event,
     FillEvent,
@@ -38,7 +39,7 @@ from silvertine_streams.events import (
 )
 from silvertine_streams.kafka_admin import ensure_topics
 from silvertine_streams.publisher import Publisher
-from silvertine_streams.settings import Settings
+from silvertine_streams.settings import Settings, settings_env
 from silvertine_streams.topics import DLQ_STREAM, EVENT_TYPES, log_stream
 
 SYMBOLS = ("AAPL", "MSFT", "NVDA", "ESZ6")
@@ -168,16 +169,14 @@ def run_demo(settings: Settings, seconds: float) -> int:
 
 
 def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SILVERTINE_")}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"SILVERTINE_{name.upper()}"] = str(value)
+    env = settings_env(settings, os.environ)
     log_path = Path(settings.data_dir) / "logs" / "demo-worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen([sys.executable, "-m", "silvertine_streams", "worker"],
                                 env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL,
+                                preexec_fn=die_with_parent_preexec(os.getpid()))
 
 
 def _stop(process: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:

@@ -173,3 +173,15 @@ def _accepted(field: str, error: Mapping[str, object]) -> str:
     accepted = f"{kind} {' and '.join(bounds)}".strip()
     description = f": {info.description}" if info.description else ""
     return f"{accepted}{description} ({reason})"
+
+
+def settings_env(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
+    """Return ``base`` without ``SILVERTINE_*`` plus variables that reproduce ``settings``.
+
+    For starting a worker process with exactly these settings.
+    """
+    env = {k: v for k, v in base.items() if not k.startswith(ENV_PREFIX)}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+    return env

@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from silvertine_streams.settings import Settings
+from silvertine_streams.embedded.processes import die_with_parent_preexec
+from silvertine_streams.settings import Settings, settings_env
 
 
 def free_port() -> int:
@@ -19,16 +20,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """Return ``os.environ`` plus ``SILVERTINE_*`` variables that reproduce ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SILVERTINE_")}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"SILVERTINE_{name.upper()}"] = str(value)
-    env.update(extra)
-    return env
 
 
 @dataclass
@@ -43,8 +34,8 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         """Start the worker (web and metrics ports are fresh for each start)."""
-        env = settings_env(
-            self.settings,
+        env = settings_env(self.settings, os.environ)
+        env.update(
             SILVERTINE_WEB_PORT=str(free_port()),
             SILVERTINE_METRICS_PORT=str(self.metrics_port),
             **self.extra_env,
@@ -53,6 +44,8 @@ class WorkerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "silvertine_streams", "worker"],
             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            # A killed or interrupted test run must not leave workers behind.
+            preexec_fn=die_with_parent_preexec(os.getpid()),
         )
         log.close()
         return self

@@ -213,7 +213,7 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+def die_with_parent_preexec(parent_pid: int) -> Callable[[], None]:
     """Build a ``preexec_fn`` that makes the child get SIGKILL when its parent dies."""
 
     def preexec() -> None:
@@ -249,7 +249,7 @@ def spawn(
         EmbeddedServerError: the binary cannot be executed.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    preexec = _die_with_parent(os.getpid()) if die_with_parent else None
+    preexec = die_with_parent_preexec(os.getpid()) if die_with_parent else None
     with log_path.open("ab") as log:
         try:
             return subprocess.Popen(
