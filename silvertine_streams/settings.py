@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +23,8 @@ ENV_PREFIX = "SILVERTINE_"
 
 _KAFKA_URL = re.compile(r"^kafka://[A-Za-z0-9_.\-\[\]:]+:\d{1,5}(;[A-Za-z0-9_.\-\[\]:]+:\d{1,5})*$")
 _REDIS_URL = re.compile(r"^rediss?://([^@/]*@)?[A-Za-z0-9_.\-\[\]:]+(:\d{1,5})?(/\d+)?$")
+
+_EVENT_TYPES = ("market_data", "order", "fill", "signal", "system")
 
 OverflowPolicy = Literal["block", "conflate", "drop_oldest", "drop_newest"]
 SequencePolicy = Literal["strict", "best_effort"]
@@ -102,6 +105,74 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="longest backoff between canonical-log write retries"
     )
 
+    # --- ordering, lanes, flow control ----------------------------------------
+    sequence_policies: str = Field(
+        default="",
+        description="per-type reorder policy overrides, e.g. market_data=strict "
+        "(defaults: order/fill strict, others best_effort)",
+    )
+    reorder_wait_strict_s: float = Field(
+        default=2.0, gt=0, description="how long a strict stream holds events for a missing one"
+    )
+    reorder_wait_best_effort_s: float = Field(
+        default=0.05, gt=0, description="how long a best-effort stream holds events"
+    )
+    reorder_max_held: int = Field(
+        default=1000, ge=1, description="held out-of-order events per stream before release"
+    )
+    lanes: str = Field(
+        default="",
+        description="per-type lane overrides, e.g. market_data=low,signal=critical "
+        "(defaults: order/fill critical, signal/system high, market_data normal)",
+    )
+    lane_max_pause_s: float = Field(
+        default=0.05, gt=0, description="longest stretch a lower lane is paused for critical work"
+    )
+    overflow_policies: str = Field(
+        default="",
+        description="per-type overload policy overrides (block, conflate, drop_oldest, "
+        "drop_newest); order and fill always block. Default market_data=conflate",
+    )
+    overload_high_lag: int = Field(
+        default=1000, ge=1, description="consumer lag (messages) at which a type is overloaded"
+    )
+    overload_low_lag: int = Field(
+        default=200, ge=0, description="consumer lag below which the overload ends"
+    )
+    overload_keep_per_batch: int = Field(
+        default=100, ge=0, description="events a drop_* policy keeps per message under overload"
+    )
+    memory_limit_mb: int = Field(
+        default=0, ge=0, description="worker RSS limit; intake pauses near it (0 = off)"
+    )
+    publish_max_lag: int = Field(
+        default=10_000, ge=0, description="engine lag above which Publisher waits (0 = off)"
+    )
+    publish_max_backlog: int = Field(
+        default=100_000, ge=0,
+        description="Redis ingress backlog above which Publisher waits (0 = off)",
+    )
+
+    # --- time -------------------------------------------------------------------
+    clock_servers: str = Field(
+        default="", description="comma-separated NTP host[:port]; empty = clock sync off"
+    )
+    clock_interval_s: float = Field(default=64.0, gt=0, description="seconds between NTP rounds")
+    clock_timeout_s: float = Field(default=2.0, gt=0, description="NTP reply timeout")
+    clock_max_offset_ms: float = Field(
+        default=100.0, gt=0, description="clock offset that raises clock_drift"
+    )
+    clock_stale_after_s: float = Field(
+        default=300.0, gt=0, description="seconds without an NTP reply before unsynchronised"
+    )
+    timestamp_future_tolerance_s: float = Field(
+        default=5.0, ge=0, description="how far in the future an event timestamp may be"
+    )
+    timestamp_floor: datetime = Field(
+        default=datetime(2000, 1, 1, tzinfo=UTC),
+        description="event timestamps before this go to the DLQ (ISO-8601 with timezone)",
+    )
+
     @field_validator("kafka_url")
     @classmethod
     def _check_kafka_url(cls, value: str | None) -> str | None:
@@ -114,6 +185,22 @@ class Settings(BaseSettings):
     def _check_redis_url(cls, value: str | None) -> str | None:
         if value is not None and not _REDIS_URL.match(value):
             raise ValueError("redis://[user:pass@]host:port/db or rediss://...")
+        return value
+
+    @field_validator("timestamp_floor")
+    @classmethod
+    def _check_floor(cls, value: datetime) -> datetime:
+        if value.utcoffset() is None:
+            raise ValueError("an ISO-8601 time with a timezone, e.g. 2000-01-01T00:00:00Z")
+        return value
+
+    @field_validator("sequence_policies", "lanes", "overflow_policies")
+    @classmethod
+    def _check_type_map(cls, value: str) -> str:
+        for entry in filter(None, (part.strip() for part in value.split(","))):
+            event_type, sep, choice = entry.partition("=")
+            if not sep or event_type.strip() not in _EVENT_TYPES or not choice.strip():
+                raise ValueError(f"type=value entries with a type of {', '.join(_EVENT_TYPES)}")
         return value
 
     @field_validator("table_store")
@@ -173,6 +260,12 @@ def _accepted(field: str, error: Mapping[str, object]) -> str:
     accepted = f"{kind} {' and '.join(bounds)}".strip()
     description = f": {info.description}" if info.description else ""
     return f"{accepted}{description} ({reason})"
+
+
+def type_map(spec: str) -> dict[str, str]:
+    """Parse a ``type=value,type=value`` setting (already validated) into a dict."""
+    pairs = (entry.partition("=") for entry in spec.split(",") if entry.strip())
+    return {key.strip(): value.strip() for key, _, value in pairs}
 
 
 def settings_env(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:

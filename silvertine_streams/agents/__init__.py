@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import importlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 
+from silvertine_streams.agents.lanes import LaneController
 from silvertine_streams.agents.pipeline import EventPipeline
+from silvertine_streams.agents.policies import lanes, pipeline_policies
 from silvertine_streams.domain.circuit import CircuitState
+from silvertine_streams.domain.flow import OverloadDetector
 from silvertine_streams.domain.handlers import HandlerDispatcher, HandlerRegistry, Subscription
 from silvertine_streams.errors import ConfigError
 from silvertine_streams.events import (
     Event,
+    EventPriority,
     EventType,
     Severity,
     SystemEvent,
@@ -25,8 +32,19 @@ from silvertine_streams.events import (
     encode_event,
 )
 from silvertine_streams.ingress.mirror import IngressMirror
+from silvertine_streams.observability.clock import (
+    ClockSnapshot,
+    ClockState,
+    ClockSync,
+    clock_event,
+)
+from silvertine_streams.observability.memory import MemoryGuard
 from silvertine_streams.observability.metrics import (
     CIRCUIT_OPEN,
+    CLOCK_OFFSET,
+    CLOCK_SYNCHRONISED,
+    MEMORY_THROTTLED,
+    TypeMetrics,
     register_sink_retries,
     serve_metrics,
 )
@@ -89,6 +107,12 @@ def register_agents(app: SilvertineApp) -> None:
                 headers={"reason": letter.reason.encode(), "origin": letter.origin.encode()},
             )
 
+    clock = _register_clock(app, publish_system)
+    now_s = (lambda: clock.now_ns() / 1e9) if clock is not None else time.time
+    policies = pipeline_policies(settings)
+    lane_of = lanes(settings)
+    controller = LaneController(settings.lane_max_pause_s)
+    memory = MemoryGuard(settings.memory_limit_mb * 1024 * 1024)
     pipelines: dict[str, EventPipeline] = {}
     log_sinks: list[CanonicalLogSink] = []
     for type_name in EVENT_TYPES:
@@ -98,15 +122,18 @@ def register_agents(app: SilvertineApp) -> None:
         log_sinks.append(log_sink)
         pipeline = EventPipeline(
             event_type,
+            policies[type_name],
             log_sink,
             dead_letter_sink,
             dispatcher,
             publish_system,
             publish_dead_letters,
-            pending_system_events,
+            overload=OverloadDetector(settings.overload_high_lag, settings.overload_low_lag),
+            now_s=now_s,
+            pending_system_events=pending_system_events,
         )
         pipelines[event_topic(type_name)] = pipeline
-        _register_agent(app, type_name, pipeline)
+        _register_agent(app, type_name, pipeline, controller, lane_of[type_name], memory)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's stub wants signal=
     async def _forget_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
@@ -116,6 +143,15 @@ def register_agents(app: SilvertineApp) -> None:
         for topic, partitions in by_topic.items():
             if topic in pipelines:
                 pipelines[topic].forget_partitions(partitions)
+
+    @app.timer(0.01)
+    async def _release_expired() -> None:
+        # Reorder windows expire by time even when no message arrives.
+        now = time.monotonic()
+        for pipeline in pipelines.values():
+            for state in pipeline.due_partitions(now):
+                async with pipeline.lock:
+                    await pipeline.expire(state)
 
     register_sink_retries(log_sinks)
     _register_mirrors(app, redis, dead_letter_sink)
@@ -130,12 +166,59 @@ def register_agents(app: SilvertineApp) -> None:
     app.pipelines = pipelines  # type: ignore[attr-defined]  # for tests and the monitor
 
 
+def _register_clock(app: SilvertineApp, publish_system: Callable[[SystemEvent], Any]
+                    ) -> ClockSync | None:
+    """Run NTP clock sync in this worker when ``SILVERTINE_CLOCK_SERVERS`` is set."""
+    settings = app.settings
+    servers = [s.strip() for s in settings.clock_servers.split(",") if s.strip()]
+    if not servers:
+        CLOCK_SYNCHRONISED.set(0)
+        return None
+    loop_holder: list[asyncio.AbstractEventLoop] = []
+
+    def on_change(old: ClockState | None, new: ClockState, snapshot: ClockSnapshot) -> None:
+        # Runs on the clock thread: hand the event to the worker's loop.
+        CLOCK_SYNCHRONISED.set(1 if new is ClockState.SYNCHRONISED else 0)
+        CLOCK_OFFSET.set(snapshot.offset_s)
+        if loop_holder:
+            event = clock_event(snapshot)
+            loop_holder[0].call_soon_threadsafe(
+                lambda: asyncio.ensure_future(publish_system(event)))
+
+    clock = ClockSync(servers, interval_s=settings.clock_interval_s,
+                      timeout_s=settings.clock_timeout_s,
+                      max_offset_ms=settings.clock_max_offset_ms,
+                      stale_after_s=settings.clock_stale_after_s, on_change=on_change)
+
+    @app.task
+    async def _start_clock() -> None:
+        loop_holder.append(asyncio.get_running_loop())
+        clock.start()
+
+    @app.timer(1.0)
+    async def _clock_metrics() -> None:
+        CLOCK_OFFSET.set(clock.snapshot().offset_s)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's stub wants signal=
+    async def _stop_clock(sender: Any, **kwargs: Any) -> None:
+        clock.stop()
+
+    return clock
+
+
 def _stored_marks(table: Any, key: str) -> dict[str, int]:
     """Return the high-water marks a partition's table record holds (empty if none)."""
     return dict(table.get(key) or {})
 
 
-def _register_agent(app: SilvertineApp, type_name: str, pipeline: EventPipeline) -> None:
+def _register_agent(
+    app: SilvertineApp,
+    type_name: str,
+    pipeline: EventPipeline,
+    controller: LaneController,
+    lane: EventPriority,
+    memory: MemoryGuard,
+) -> None:
     settings = app.settings
     topic = app.topic(event_topic(type_name), key_serializer="raw", value_serializer="raw",
                       partitions=settings.partitions)
@@ -143,20 +226,53 @@ def _register_agent(app: SilvertineApp, type_name: str, pipeline: EventPipeline)
     # one changelog record per event would halve throughput (DESIGN §5).
     table = app.Table(f"sequence-{type_name}", default=dict, partitions=settings.partitions,
                       key_type=str, value_type=dict)
+    critical = controller.is_critical(lane)
+    lag_gauge = TypeMetrics.for_type(type_name).lag
+    held_gauge = TypeMetrics.for_type(type_name).reorder_held
 
     async def agent(stream: Any) -> None:
-        async for event in stream.events():
+        if critical:
+            controller.watch(getattr(stream.channel, "queue", None))
+        # Manual acks: a message is acknowledged only when all its events are
+        # logged, including those a reorder window held back.
+        async for event in stream.noack().events():
             message = event.message
+            if critical:
+                controller.in_flight += 1
+            else:
+                await controller.yield_to_critical()
+            if memory.should_throttle():
+                await _relieve_memory()
             key = str(message.partition)
-            tracker = pipeline.tracker(message.partition, partial(_stored_marks, table, key))
-            outcome = await pipeline.process(event.value, tracker, message.partition,
-                                             message.offset, message.timestamp)
-            if outcome.sequence_changes:
-                table[key] = tracker.snapshot()
+            highwater = app.consumer.highwater(message.tp) or 0
+            lag = max(0, highwater - message.offset - 1)
+            try:
+                async with pipeline.lock:
+                    state = pipeline.partition(message.partition,
+                                               partial(_stored_marks, table, key))
+                    outcome = await pipeline.process(
+                        event.value, state, message.partition, message.offset, event.ack,
+                        message.timestamp, lag)
+            finally:
+                if critical:
+                    controller.in_flight -= 1
+            # Written on every message that moved a mark (expiries by the timer
+            # cannot write: Faust ties table writes to the current message).
+            if outcome.sequence_changes or state.tracker.snapshot() != table.get(key):
+                table[key] = state.tracker.snapshot()
+            lag_gauge.set(lag)
+            held_gauge.set(outcome.held)
 
     agent.__name__ = f"pipeline_{type_name}"
     agent.__qualname__ = agent.__name__
     app.agent(topic, name=f"silvertine.pipeline.{type_name}")(agent)
+
+
+async def _relieve_memory() -> None:
+    """Near the memory limit: collect garbage and slow intake a little (never stop)."""
+    MEMORY_THROTTLED.inc()
+    gc.collect()
+    await asyncio.sleep(0.01)
 
 
 def _register_mirrors(

@@ -1,23 +1,34 @@
 """What an agent does with one Kafka message: the event pipeline of DESIGN §1.
 
-decode + validate → dead letters → sequence → idempotent canonical log → handlers.
+decode + validate → dead letters → (overload shedding) → reorder window and
+sequence check → idempotent canonical log → handlers.
 
-The per-event work is plain Python over a whole envelope; I/O happens once per
+Per-event work is plain Python over a whole envelope; I/O happens once per
 message (one Lua call for the log, one pipelined XADD for dead letters), and
-the handlers see only events the log accepted as new, after they are durable.
-Nothing here raises on a Redis outage: the sinks retry and hold the stream,
-because Faust acknowledges a message when its agent raises.
+handlers see only events the log accepted as new, after they are durable.
+
+Acknowledgement: the agent reads with manual acks. A message is acknowledged
+(its offset may be committed) only when every one of its events has left the
+reorder window and been logged, dead-lettered or counted as shed; an event
+held for a missing sequence keeps its message unacknowledged, so a crash
+redelivers it. Nothing here raises on a Redis outage: the sinks retry and hold
+the stream, because Faust acknowledges a message when its agent raises.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import NamedTuple
 
+from silvertine_streams.domain.flow import OverflowPolicy, OverloadDetector, shed, stream_key_of
 from silvertine_streams.domain.handlers import HandlerDispatcher
-from silvertine_streams.domain.sequencing import OutcomeKind, SequenceTracker, stream_key
+from silvertine_streams.domain.reorder import ReleaseKind, ReorderBuffer, ReorderPolicy, Verdict
+from silvertine_streams.domain.sequencing import SequenceTracker, stream_key
 from silvertine_streams.events import (
     Event,
     EventType,
@@ -28,7 +39,13 @@ from silvertine_streams.events import (
     encode_event,
     fill_missing_identity,
 )
-from silvertine_streams.observability.metrics import DEAD_LETTERS, TypeMetrics, record_dispatch
+from silvertine_streams.observability.clock import TimestampCheck
+from silvertine_streams.observability.metrics import (
+    DEAD_LETTERS,
+    SHED_EVENTS,
+    TypeMetrics,
+    record_dispatch,
+)
 from silvertine_streams.sinks.canonical_log import CanonicalLogSink, LogRecord, WriteStatus
 from silvertine_streams.sinks.dead_letters import DeadLetter, DeadLetterSink
 from silvertine_streams.topics import event_topic
@@ -39,16 +56,73 @@ PublishSystem = Callable[[SystemEvent], Awaitable[None]]
 PublishDeadLetters = Callable[[Sequence[DeadLetter]], Awaitable[None]]
 
 
+class MessageToken:
+    """Counts a message's events still in flight; acknowledges it when none are left."""
+
+    __slots__ = ("_ack", "remaining", "sealed")
+
+    def __init__(self, ack: Callable[[], object]) -> None:
+        self._ack = ack
+        self.remaining = 0
+        self.sealed = False  # every event of the message has been offered
+
+    def done_one(self) -> None:
+        """One event left the pipeline; acknowledge the message after its last."""
+        self.remaining -= 1
+        if self.remaining == 0 and self.sealed:
+            self._ack()
+
+    def seal(self) -> None:
+        """No more events will be added; acknowledge now if none is in flight."""
+        self.sealed = True
+        if self.remaining == 0:
+            self._ack()
+
+
+class Pending(NamedTuple):
+    """One event on its way through the reorder window."""
+
+    event: Event
+    fingerprint: str
+    token: MessageToken
+    origin: str
+    stream: str
+    shed_reason: str  # "" = to be logged; else counted as shed, never logged
+
+
+@dataclass(slots=True)
+class PartitionState:
+    """The sequence state of one partition of one event type."""
+
+    tracker: SequenceTracker
+    buffer: ReorderBuffer[Pending]
+
+
 @dataclass(slots=True)
 class MessageOutcome:
-    """What one message turned into (for tests, metrics and the agent's table write)."""
+    """What one message (or one expiry) turned into, for tests, metrics and the table."""
 
     logged: int = 0
     duplicates: int = 0
     dead_letters: int = 0
     gaps: int = 0
     stale: int = 0
+    late: int = 0
+    shed: int = 0
+    held: int = 0
     sequence_changes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelinePolicy:
+    """How one event type is sequenced and protected under load."""
+
+    reorder: ReorderPolicy
+    overflow: OverflowPolicy = "block"
+    keep_per_batch: int = 100
+    timestamps: TimestampCheck = field(
+        default_factory=lambda: TimestampCheck(5.0, datetime(2000, 1, 1, tzinfo=UTC))
+    )
 
 
 class EventPipeline:
@@ -56,107 +130,218 @@ class EventPipeline:
 
     Args:
         event_type: the type this pipeline accepts; others are dead letters.
+        policy: reorder window, overload policy and timestamp bounds.
         log_sink: the idempotent canonical-log sink of this type.
         dead_letter_sink: the Redis ``dlq`` sink.
         dispatcher: subscribed handlers, or None.
         publish_system: sends a ``system`` event (gap reports) to Kafka.
         publish_dead_letters: copies dead letters to Kafka ``silvertine.dlq``.
+        overload: the lag detector that switches shedding on and off.
+        now_s: corrected wall-clock seconds (the clock-sync service's).
         pending_system_events: a list others append system events to (shared).
     """
 
     def __init__(
         self,
         event_type: EventType,
+        policy: PipelinePolicy,
         log_sink: CanonicalLogSink,
         dead_letter_sink: DeadLetterSink,
         dispatcher: HandlerDispatcher | None,
         publish_system: PublishSystem,
         publish_dead_letters: PublishDeadLetters,
+        overload: OverloadDetector | None = None,
+        now_s: Callable[[], float] = time.time,
         pending_system_events: list[SystemEvent] | None = None,
     ) -> None:
         self.event_type = event_type
+        self.policy = policy
+        self.lock = asyncio.Lock()  # the agent and the expiry timer take turns
         self._log_sink = log_sink
         self._dead_letter_sink = dead_letter_sink
         self._dispatcher = dispatcher
         self._publish_system = publish_system
         self._publish_dead_letters = publish_dead_letters
+        self._overload = overload or OverloadDetector(high_lag=1 << 62, low_lag=0)
+        self._now_s = now_s
         # System events raised outside the pipeline (circuit transitions), sent
         # with the next message: the callbacks that create them cannot await.
         self._pending_system_events = (
             pending_system_events if pending_system_events is not None else []
         )
         self._topic = event_topic(event_type.value)
-        self._trackers: dict[int, SequenceTracker] = {}
+        self._partitions: dict[int, PartitionState] = {}
         self._metrics = TypeMetrics.for_type(event_type.value)
 
     # --- partition state -------------------------------------------------
 
-    def tracker(self, partition: int, restore: Callable[[], dict[str, int]]) -> SequenceTracker:
-        """Return the sequence tracker of ``partition``, restoring it on first use."""
-        tracker = self._trackers.get(partition)
-        if tracker is None:
-            tracker = SequenceTracker()
-            tracker.restore(restore())
-            self._trackers[partition] = tracker
-        return tracker
+    def partition(self, partition: int, restore: Callable[[], dict[str, int]]) -> PartitionState:
+        """Return the state of ``partition``, restoring its marks on first use."""
+        state = self._partitions.get(partition)
+        if state is None:
+            tracker = SequenceTracker(restore())
+            state = PartitionState(tracker, ReorderBuffer(tracker, self.policy.reorder))
+            self._partitions[partition] = state
+        return state
 
     def forget_partitions(self, partitions: Sequence[int] | None = None) -> None:
-        """Drop in-memory state of revoked partitions (all when None)."""
+        """Drop the state of revoked partitions (all when None).
+
+        Held events are dropped with it: their messages were never acknowledged,
+        so the partition's next owner receives them again.
+        """
         if partitions is None:
-            self._trackers.clear()
+            self._partitions.clear()
         else:
             for partition in partitions:
-                self._trackers.pop(partition, None)
+                self._partitions.pop(partition, None)
+
+    @property
+    def held(self) -> int:
+        """Events held in reorder windows, over all partitions."""
+        return sum(state.buffer.held_count for state in self._partitions.values())
 
     # --- one message -----------------------------------------------------
 
     async def process(
         self,
         value: bytes,
-        tracker: SequenceTracker,
+        state: PartitionState,
         partition: int,
         offset: int,
+        ack: Callable[[], object],
         message_timestamp_s: float | None = None,
+        lag: int = 0,
     ) -> MessageOutcome:
         """Run one Kafka message (a single event or an envelope) through the pipeline.
 
         Args:
             value: the message value as received.
-            tracker: the sequence state of the message's partition.
+            state: the sequence state of the message's partition.
             partition: the message's partition, for the origin.
             offset: the message's offset, for the origin.
+            ack: acknowledges the message; called once all its events are done.
             message_timestamp_s: the Kafka message timestamp, used as the events'
                 ``timestamp`` when the producer sent none.
+            lag: messages behind the partition's high-water mark (overload).
         """
+        started_s = time.time()
         outcome = MessageOutcome()
         origin = f"{self._topic}/{partition}/{offset}"
         decoded = decode_message(value, self.event_type)
         letters = [DeadLetter(r.payload, f"invalid: {r.reason}", origin) for r in decoded.rejects]
         events = fill_missing_identity(decoded.events, value, origin, message_timestamp_s)
-        self._metrics.events_in.inc(len(events) + len(letters))
+        events = self._check_timestamps(events, origin, letters)
+        self._metrics.events_in.inc(len(events) + len(decoded.rejects))
+        shed_reasons = self._shed_under_overload(events, lag)
 
-        records: list[LogRecord] = []
-        accepted: list[Event] = []
-        gap_reports: list[SystemEvent] = []
+        token = MessageToken(ack)
+        buffer, tracker = state.buffer, state.tracker
+        releases: list[tuple[Pending, Verdict | None]] = []
         for index, event in enumerate(events):
+            stream = stream_key(event.source, event.partition_key)
+            reason = shed_reasons.get(id(event), "") if shed_reasons else ""
             # The fingerprint is taken before the engine fills anything in, so a
             # redelivered copy matches its first write (DUPLICATE, not CONFLICT).
-            fingerprint = content_fingerprint(event)
-            stream = stream_key(event.source, event.partition_key)
+            fingerprint = "" if reason else content_fingerprint(event)
+            token.remaining += 1
             if event.sequence is None:
                 event = event.with_changes(sequence=tracker.assign(stream))
+                releases.append((Pending(event, fingerprint, token, f"{origin}#{index}", stream,
+                                         reason), None))
             else:
-                observed = tracker.observe(stream, event.sequence)
-                if observed.kind is OutcomeKind.GAP:
+                releases.extend(buffer.offer(stream, event.sequence, Pending(
+                    event, fingerprint, token, f"{origin}#{index}", stream, reason)))
+        releases.extend(buffer.expire())
+        await self._release(releases, letters, outcome)
+        outcome.held = buffer.held_count
+        outcome.sequence_changes = tracker.drain_changes()
+        token.seal()
+        if events:
+            self._metrics.observe_stages(events[0].ts_ns, message_timestamp_s, started_s,
+                                         time.time())
+        return outcome
+
+    async def expire(self, state: PartitionState) -> MessageOutcome:
+        """Release what waited long enough in ``state``'s reorder window."""
+        outcome = MessageOutcome()
+        releases = state.buffer.expire()
+        if releases:
+            await self._release(list(releases), [], outcome)
+            outcome.sequence_changes = state.tracker.drain_changes()
+        return outcome
+
+    def due_partitions(self, now: float) -> list[PartitionState]:
+        """Return the partitions whose reorder window has an item due at ``now``."""
+        due = []
+        for state in self._partitions.values():
+            deadline = state.buffer.next_deadline()
+            if deadline is not None and deadline <= now:
+                due.append(state)
+        return due
+
+    # --- steps -------------------------------------------------------------
+
+    def _check_timestamps(
+        self, events: list[Event], origin: str, letters: list[DeadLetter]
+    ) -> list[Event]:
+        check = self.policy.timestamps
+        now = self._now_s()
+        latest = datetime.fromtimestamp(now + check.future_tolerance_s, tz=UTC)
+        floor = check.floor
+        if all(floor <= e.timestamp <= latest for e in events):
+            return events
+        kept = []
+        for index, event in enumerate(events):
+            reason = check.check(event.timestamp, now)
+            if reason is None:
+                kept.append(event)
+            else:
+                letters.append(DeadLetter(encode_event(event), f"timestamp: {reason}",
+                                          f"{origin}#{index}"))
+        return kept
+
+    def _shed_under_overload(self, events: list[Event], lag: int) -> dict[int, str]:
+        """Return ``id(event) -> reason`` for the events to shed (empty when not overloaded)."""
+        policy = self.policy.overflow
+        if policy == "block" or not self._overload.update(lag):
+            return {}
+        result = shed(events, policy, self.policy.keep_per_batch, key=stream_key_of)
+        return {id(event): result.reason for event in result.shed}
+
+    async def _release(
+        self,
+        releases: list[tuple[Pending, Verdict | None]],
+        letters: list[DeadLetter],
+        outcome: MessageOutcome,
+    ) -> None:
+        """Log, dead-letter or count what left the reorder window, then acknowledge."""
+        records: list[LogRecord] = []
+        logged_items: list[Pending] = []
+        gap_reports: list[SystemEvent] = []
+        for item, verdict in releases:
+            if verdict is not None:
+                if verdict.kind is ReleaseKind.LATE:
+                    outcome.late += 1
+                    letters.append(DeadLetter(
+                        encode_event(item.event),
+                        f"late: sequence {item.event.sequence} of {item.stream} arrived "
+                        "after its gap was reported", item.origin))
+                    continue
+                if verdict.gap is not None:
                     outcome.gaps += 1
-                    gap_reports.append(_gap_report(event, stream, observed.expected, observed.got))
-                elif observed.kind is OutcomeKind.STALE:
-                    # At or below the high-water mark: a redelivery (the log's id
-                    # index drops it) or a regression; see the log's verdict below.
+                    gap = verdict.gap
+                    gap_reports.append(_gap_report(item.event, gap.stream, gap.expected,
+                                                   gap.got, gap.critical))
+                if verdict.kind is ReleaseKind.STALE:
                     outcome.stale += 1
-            records.append(LogRecord(event.event_id, fingerprint, encode_event(event),
-                                     f"{origin}#{index}"))
-            accepted.append(event)
+            if item.shed_reason:
+                outcome.shed += 1
+                SHED_EVENTS.labels(self.event_type.value, item.shed_reason).inc()
+                continue
+            records.append(LogRecord(item.event.event_id, item.fingerprint,
+                                     encode_event(item.event), item.origin))
+            logged_items.append(item)
 
         if letters:
             await self._dead_letter(letters, outcome)
@@ -167,9 +352,9 @@ class EventPipeline:
             self._metrics.sink_latency.observe(time.perf_counter() - started)
             self._metrics.sink_batch_size.observe(len(records))
             conflicts: list[DeadLetter] = []
-            for record, event, status in zip(records, accepted, statuses, strict=True):
+            for record, item, status in zip(records, logged_items, statuses, strict=True):
                 if status is WriteStatus.WRITTEN:
-                    new_events.append(event)
+                    new_events.append(item.event)
                 elif status is WriteStatus.DUPLICATE:
                     outcome.duplicates += 1
                 else:
@@ -181,19 +366,20 @@ class EventPipeline:
                     ))
             if conflicts:
                 await self._dead_letter(conflicts, outcome)
-        outcome.logged = len(new_events)
-        outcome.sequence_changes = tracker.drain_changes()
-        self._metrics.events_logged.inc(outcome.logged)
+        outcome.logged += len(new_events)
+        self._metrics.events_logged.inc(len(new_events))
         self._metrics.dedupe_hits.inc(outcome.duplicates)
         self._metrics.sequence_gaps.inc(outcome.gaps)
         self._metrics.sequence_stale.inc(outcome.stale)
+        # Everything released is now durable (logged, dead-lettered or counted).
+        for item, _ in releases:
+            item.token.done_one()
         for report in gap_reports:
             await self._publish_system(report)
         if new_events and self._dispatcher is not None:
             record_dispatch(await self._dispatcher.dispatch(new_events, self.event_type))
         while self._pending_system_events:
             await self._publish_system(self._pending_system_events.pop(0))
-        return outcome
 
     async def _dead_letter(self, letters: list[DeadLetter], outcome: MessageOutcome) -> None:
         await self._dead_letter_sink.write(letters)
@@ -203,10 +389,11 @@ class EventPipeline:
             DEAD_LETTERS.labels(self.event_type.value, letter.reason.split(":", 1)[0]).inc()
 
 
-def _gap_report(event: Event, stream: str, expected: int, got: int) -> SystemEvent:
+def _gap_report(event: Event, stream: str, expected: int, got: int,
+                critical: bool) -> SystemEvent:
     return SystemEvent(
         kind="sequence_gap",
-        severity=Severity.CRITICAL if event.priority == 0 else Severity.WARNING,
+        severity=Severity.CRITICAL if critical else Severity.WARNING,
         message=f"sequence gap on {event.event_type.value} {stream}: "
         f"expected {expected}, got {got}",
         details={"event_type": event.event_type.value, "stream": stream,
@@ -214,4 +401,3 @@ def _gap_report(event: Event, stream: str, expected: int, got: int) -> SystemEve
         symbol=event.partition_key,
         source="silvertine.sequencer",
     )
-

@@ -52,6 +52,41 @@ SINK_LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5),
     registry=REGISTRY,
 )
+SHED_EVENTS = Counter(
+    "silvertine_shed_events", "Events shed under overload, by reason (never silently)",
+    ["event_type", "reason"], registry=REGISTRY,
+)
+STAGE_LATENCY = Histogram(
+    "silvertine_stage_latency_seconds",
+    "Latency per stage: to_topic (ts_ns to Kafka), to_agent (Kafka to agent), "
+    "to_log (agent to durable log), end_to_end (ts_ns to durable log); one sample per message",
+    ["event_type", "stage"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+    registry=REGISTRY,
+)
+REORDER_HELD = Gauge(
+    "silvertine_reorder_held", "Events held in reorder windows", ["event_type"],
+    registry=REGISTRY,
+)
+LANE_LAG = Gauge(
+    "silvertine_lane_lag", "Consumer lag (messages) of the last message, per event type",
+    ["event_type"], registry=REGISTRY,
+)
+LANE_PAUSES = Counter(
+    "silvertine_lane_pauses", "Times lower lanes were paused for critical work",
+    registry=REGISTRY,
+)
+MEMORY_THROTTLED = Counter(
+    "silvertine_memory_throttled", "Messages delayed because the worker neared its RSS limit",
+    registry=REGISTRY,
+)
+CLOCK_OFFSET = Gauge(
+    "silvertine_clock_offset_seconds", "NTP offset (server - local)", registry=REGISTRY
+)
+CLOCK_SYNCHRONISED = Gauge(
+    "silvertine_clock_synchronised", "1 while the clock is synchronised, 0 otherwise",
+    registry=REGISTRY,
+)
 HANDLER_CALLS = Counter(
     "silvertine_handler_calls", "Handler invocations", ["handler"], registry=REGISTRY
 )
@@ -80,6 +115,12 @@ class TypeMetrics:
     sequence_stale: Counter
     sink_batch_size: Histogram
     sink_latency: Histogram
+    to_topic: Histogram
+    to_agent: Histogram
+    to_log: Histogram
+    end_to_end: Histogram
+    reorder_held: Gauge
+    lag: Gauge
 
     @classmethod
     def for_type(cls, event_type: str) -> TypeMetrics:
@@ -92,7 +133,24 @@ class TypeMetrics:
             sequence_stale=SEQUENCE_STALE.labels(event_type),
             sink_batch_size=SINK_BATCH_SIZE.labels(event_type),
             sink_latency=SINK_LATENCY.labels(event_type),
+            to_topic=STAGE_LATENCY.labels(event_type, "to_topic"),
+            to_agent=STAGE_LATENCY.labels(event_type, "to_agent"),
+            to_log=STAGE_LATENCY.labels(event_type, "to_log"),
+            end_to_end=STAGE_LATENCY.labels(event_type, "end_to_end"),
+            reorder_held=REORDER_HELD.labels(event_type),
+            lag=LANE_LAG.labels(event_type),
         )
+
+    def observe_stages(
+        self, ts_ns: int, kafka_s: float | None, agent_s: float, logged_s: float
+    ) -> None:
+        """Record one message's stage latencies (clock skew clamps to 0)."""
+        created_s = ts_ns / 1e9
+        if kafka_s is not None:
+            self.to_topic.observe(max(0.0, kafka_s - created_s))
+            self.to_agent.observe(max(0.0, agent_s - kafka_s))
+        self.to_log.observe(max(0.0, logged_s - agent_s))
+        self.end_to_end.observe(max(0.0, logged_s - created_s))
 
 
 def serve_metrics(port: int, host: str = "127.0.0.1") -> None:

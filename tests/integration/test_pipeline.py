@@ -71,7 +71,8 @@ async def wait_for_log(redis: Redis, event_type: str, count: int, pool: WorkerPo
         result = await async_wait_for(enough, timeout=timeout,
                                       message=f"log:{event_type} to hold {count} events")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{pool.logs()}") from None
+        dead = await read_dlq(redis)
+        raise AssertionError(f"{exc}\ndlq: {dead[:5]}\n{pool.logs()}") from None
     assert result is not None
     return result
 
