@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
@@ -69,3 +70,48 @@ async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dic
         return {}
     described = await admin.describe_topics(wanted)
     return {d["topic"]: len(d["partitions"]) for d in described if d.get("error_code", 0) == 0}
+
+
+class GroupLag:
+    """Reads a consumer group's lag: end offsets minus committed offsets.
+
+    Uses a consumer that names the group but never subscribes or commits (it
+    does not join the group); aiokafka's admin OffsetFetch is not understood by
+    Tansu, the consumer's is. Started on first use; :meth:`close` stops it.
+    """
+
+    def __init__(self, settings: Settings, group_id: str) -> None:
+        self._settings = settings
+        self._group_id = group_id
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def lag(self, topics: Iterable[str]) -> int:
+        """Return the messages of ``topics`` the group has not committed."""
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self._settings.kafka_bootstrap,
+                group_id=self._group_id,
+                enable_auto_commit=False,
+            )
+            await consumer.start()
+            self._consumer = consumer
+        consumer = self._consumer
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in (consumer.partitions_for_topic(topic) or ())
+        ]
+        if not partitions:
+            return 0
+        ends = await consumer.end_offsets(partitions)
+        total = 0
+        for tp in partitions:
+            committed = await consumer.committed(tp)
+            total += max(0, ends[tp] - (committed or 0))
+        return total
+
+    async def close(self) -> None:
+        """Stop the consumer."""
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None

@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 
@@ -18,10 +19,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
+from silvertine_streams.domain.flow import ProducerThrottle
 from silvertine_streams.errors import ServerUnavailable
 from silvertine_streams.events import Event, encode_batch, encode_event
+from silvertine_streams.kafka_admin import GroupLag
 from silvertine_streams.settings import Settings
-from silvertine_streams.topics import event_topic, ingress_stream
+from silvertine_streams.topics import EVENT_TYPES, event_topic, ingress_stream
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -57,10 +60,17 @@ class Publisher:
     event twice, and the engine's idempotent log keeps it once.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, check_every_s: float = 1.0) -> None:
         self._settings = settings
         self._producer: AIOKafkaProducer | None = None
         self._redis: aioredis.Redis | None = None
+        self._group_lag = GroupLag(settings, settings.app_id)
+        self._throttle = ProducerThrottle(settings.publish_max_lag, settings.publish_max_backlog)
+        self._check_every_s = check_every_s
+        self._checked_at = -check_every_s
+        self._wait_s = 0.0
+        self.throttled_s = 0.0
+        """Seconds this publisher has waited for the engine to catch up."""
 
     async def __aenter__(self) -> Publisher:
         return self
@@ -95,8 +105,47 @@ class Publisher:
             self._redis = aioredis.Redis.from_url(str(self._settings.redis_url))
         return self._redis
 
+    async def wait_for_capacity(self) -> float:
+        """Wait while the engine is behind (consumer lag or ingress backlog over bounds).
+
+        The engine's lag and the Redis ingress backlog are read at most every
+        ``check_every_s``; above ``SILVERTINE_PUBLISH_MAX_LAG`` /
+        ``SILVERTINE_PUBLISH_MAX_BACKLOG`` the publisher waits (an async wait,
+        never an error). Every publish calls it.
+
+        Returns:
+            the seconds waited.
+        """
+        if not (self._settings.publish_max_lag or self._settings.publish_max_backlog):
+            return 0.0
+        now = time.monotonic()
+        if now - self._checked_at >= self._check_every_s:
+            self._checked_at = now
+            lag = await self._engine_lag() if self._settings.publish_max_lag else 0
+            backlog = (await self.ingress_backlog()) if self._settings.publish_max_backlog else 0
+            self._wait_s = self._throttle.wait_s(lag, backlog)
+        if self._wait_s:
+            await asyncio.sleep(self._wait_s)
+            self.throttled_s += self._wait_s
+        return self._wait_s
+
+    async def ingress_backlog(self) -> int:
+        """Entries waiting in the Redis ingress streams, over all event types."""
+        pipe = self._redis_client().pipeline(transaction=False)
+        for event_type in EVENT_TYPES:
+            pipe.xlen(ingress_stream(event_type))
+        return sum(await pipe.execute())
+
+    async def _engine_lag(self) -> int:
+        """Messages the worker group has not committed yet, over all event topics."""
+        try:
+            return await self._group_lag.lag(event_topic(t) for t in EVENT_TYPES)
+        except (KafkaError, OSError):
+            return 0  # lag unknown: do not hold producers back on a monitoring failure
+
     async def publish(self, event: Event) -> None:
         """Send one event to its topic, keyed by symbol; return once Kafka has it."""
+        await self.wait_for_capacity()
         producer = await self._kafka()
         await producer.send_and_wait(
             event_topic(event.event_type.value),
@@ -110,6 +159,7 @@ class Publisher:
         Returns:
             the number of Kafka messages sent.
         """
+        await self.wait_for_capacity()
         producer = await self._kafka()
         envelopes = group_envelopes(
             events, self._settings.partitions, self._settings.envelope_max_events
@@ -124,6 +174,7 @@ class Publisher:
 
     async def publish_to_ingress(self, event: Event) -> bytes:
         """XADD one event to ``events:<type>`` (field ``event``); return the entry id."""
+        await self.wait_for_capacity()
         entry_id = await self._redis_client().xadd(
             ingress_stream(event.event_type.value), {"event": encode_event(event)}
         )
@@ -131,6 +182,7 @@ class Publisher:
 
     async def publish_many_to_ingress(self, events: Sequence[Event]) -> list[bytes]:
         """XADD several events in one pipelined round trip; return their entry ids."""
+        await self.wait_for_capacity()
         pipe = self._redis_client().pipeline(transaction=False)
         for event in events:
             pipe.xadd(ingress_stream(event.event_type.value), {"event": encode_event(event)})
@@ -138,6 +190,7 @@ class Publisher:
 
     async def close(self) -> None:
         """Flush and close the Kafka producer and the Redis client."""
+        await self._group_lag.close()
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None

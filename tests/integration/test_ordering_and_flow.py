@@ -132,3 +132,23 @@ async def test_a_stalled_redis_holds_intake_back_and_loses_nothing(
     assert len(logged) == len(first) + len(stalled)
     assert_log_invariants(logged)
     assert worker.alive()
+
+
+async def test_the_publisher_waits_while_the_engine_is_behind_and_not_after(
+    pipeline_settings: Settings, redis_client: Redis, workers: WorkerPool
+) -> None:
+    settings = pipeline_settings.model_copy(
+        update={"publish_max_lag": 5, "publish_max_backlog": 0})
+    events = ticks(["AAPL"], 9)
+    async with Publisher(settings, check_every_s=0.0) as publisher:
+        for event in events:  # no worker yet: every message adds to the group's lag
+            await publisher.publish(event)
+        assert publisher.throttled_s > 0, "the publisher never waited although lag > bound"
+        workers.start(settings)
+        await wait_for_log(redis_client, "market_data", len(events), workers)
+
+        async def caught_up() -> bool:
+            return await publisher.wait_for_capacity() == 0.0
+
+        # Offsets are committed every few seconds; then the lag is back under the bound.
+        await async_wait_for(caught_up, timeout=30, message="the throttle to release")
