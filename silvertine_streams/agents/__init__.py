@@ -224,8 +224,10 @@ def _register_agent(
                       partitions=settings.partitions)
     # Sequence high-water marks, one record per partition written once per message:
     # one changelog record per event would halve throughput (DESIGN §5).
-    table = app.Table(f"sequence-{type_name}", default=dict, partitions=settings.partitions,
-                      key_type=str, value_type=dict)
+    # No key_type/value_type (Faust then uses JSON): with value_type=dict Faust takes
+    # dict for a model class, and recovery fails ("type object 'dict' has no
+    # attribute 'from_data'").
+    table = app.Table(f"sequence-{type_name}", default=dict, partitions=settings.partitions)
     critical = controller.is_critical(lane)
     lag_gauge = TypeMetrics.for_type(type_name).lag
     held_gauge = TypeMetrics.for_type(type_name).reorder_held

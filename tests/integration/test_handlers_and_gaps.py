@@ -12,7 +12,7 @@ from silvertine_streams.settings import Settings
 from tests.handler_fixtures import SEEN_STREAM
 from tests.helpers import async_wait_for
 from tests.integration.test_pipeline import orders, ticks, wait_for_log
-from tests.logcheck import read_log
+from tests.logcheck import assert_log_invariants, read_log
 from tests.pipeline_support import WorkerPool, metrics_of
 
 
@@ -83,3 +83,26 @@ async def test_a_sequence_gap_is_reported_once_as_a_system_event(
     assert metrics_of(worker)[
         ("silvertine_sequence_gaps_total", (("event_type", "market_data"),))] == 1
     assert len(await read_log(redis_client, "system")) == 1
+
+
+async def test_sequence_state_survives_a_worker_restart(
+    pipeline_settings: Settings, redis_client: Redis, workers: WorkerPool
+) -> None:
+    events = ticks(["AAPL", "MSFT"], 60)
+    first, rest = events[:100], events[100:]
+    worker = workers.start()
+    async with Publisher(pipeline_settings) as publisher:
+        await publisher.publish_many(first)
+        await wait_for_log(redis_client, "market_data", len(first), workers)
+        assert worker.stop() == 0
+        # A worker that lost its high-water marks would take 51 as a fresh start,
+        # and one that recovered stale marks would report a gap or drop events.
+        restarted = workers.start()
+        await publisher.publish_many(rest)
+        logged = await wait_for_log(redis_client, "market_data", len(events), workers)
+    assert sorted(e["event_id"] for e in logged) == sorted(e.event_id for e in events)
+    assert_log_invariants(logged)
+    assert not await read_log(redis_client, "system")
+    assert "from_data" not in restarted.log_tail(400)
+    assert metrics_of(restarted).get(
+        ("silvertine_sequence_stale_total", (("event_type", "market_data"),)), 0.0) == 0
