@@ -4,13 +4,16 @@ Layout, so later scenarios slot in beside the first one:
 
 * :mod:`bench.harness`  the embedded stack, subprocesses (stopped by PID only),
   start marks, ``XLEN`` polling and per-process CPU accounting.
+* :mod:`bench.measure`  counting a topic by reading it, resetting Redis between
+  runs, and timing a child from its first consumed message to ``XLEN == N``.
 * :mod:`bench.report`   samples, medians, ratios, machine facts, and the
   ``RESULTS.md`` writer every scenario shares.
 * :mod:`bench.profiling` py-spy sampling of a worker, folded into top self/total time.
 * one module per scenario, each with ``NAME``, ``TITLE`` and
   ``async def run(ctx) -> ScenarioReport`` (see :mod:`bench.pipeline_throughput`),
-  listed in :data:`bench.__main__.SCENARIOS`.
-* the programs the scenarios run as subprocesses: :mod:`bench.silvertine_worker`
-  (the product worker plus a start mark), :mod:`bench.plain_agent` (the
-  baseline Faust app), :mod:`bench.raw_floor` (aiokafka → pipelined XADD).
+  listed in :data:`bench.__main__.SCENARIOS`; hand-written analysis beside it in
+  ``bench/notes/<scenario>.md`` is copied into ``RESULTS.md``.
+* the programs the scenarios run as subprocesses: ``bench/silvertine_worker.py``
+  (the product worker plus a start mark and experiment knobs), :mod:`bench.plain_agent`
+  (the baseline Faust app), :mod:`bench.raw_floor` (aiokafka → pipelined XADD).
 """

@@ -8,6 +8,13 @@ stops every process it started, by PID, whatever happens.
     python -m bench --runs 5 pipeline_throughput
     python -m bench --quick              # 1/10 of the events: checks the bench itself
     python -m bench --profile always     # py-spy profile even when the targets are met
+
+Experiments (a product change tried in a scratch copy, or other settings) run
+beside the real pipeline in the same rounds, so their ratio is fair:
+
+    python -m bench --experiment overlap=/tmp/exp-overlap \
+                    --experiment fetch100=.,SILVERTINE_FETCH_WAIT_MS=100 \
+                    -o variants=pipeline
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import BenchContext, start_stack
+from bench.harness import BenchContext, Experiment, start_stack
 from bench.report import ScenarioReport, machine_facts, write_results
 
 SCENARIOS: dict[str, str] = {
@@ -41,6 +48,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="1/10 of the events")
     parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
                         help="py-spy profile of the worker: when a target is missed (auto)")
+    parser.add_argument("--experiment", action="append", default=[], metavar="NAME=PATH[,K=V]",
+                        help="also measure the worker from another source tree and/or with "
+                        "other SILVERTINE_* settings (PATH . = this repo)")
+    parser.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="scenario option, e.g. variants=pipeline,plain or events=100000")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--keep", action="store_true",
                         help="keep the whole work dir (Redis AOF included)")
@@ -48,6 +60,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     unknown = [name for name in args.scenarios if name not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    try:
+        args.experiments = [Experiment.parse(spec) for spec in args.experiment]
+    except ValueError as exc:
+        parser.error(str(exc))
+    if any("=" not in option for option in args.option):
+        parser.error("options are KEY=VALUE")
+    args.options = dict(option.split("=", 1) for option in args.option)
     return args
 
 
@@ -75,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         facts.update(_server_versions(settings.redis_url, pids))
         ctx = BenchContext(settings=settings, work_dir=work_dir, runs=args.runs,
                            quick=args.quick, profile=args.profile, server_pids=pids,
-                           say=lambda text: print(text, flush=True))
+                           say=lambda text: print(text, flush=True),
+                           experiments=args.experiments, options=args.options)
         reports = asyncio.run(_run_scenarios(ctx, names))
     finally:
         stack.down()

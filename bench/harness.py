@@ -55,15 +55,18 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
-def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """``os.environ`` without any ``SILVERTINE_*``, plus variables reproducing ``settings``."""
+def settings_env(settings: Settings, source_tree: Path = REPO_ROOT, **extra: str) -> dict[str, str]:
+    """``os.environ`` without any ``SILVERTINE_*``, plus variables reproducing ``settings``.
+
+    ``source_tree`` goes first on ``PYTHONPATH`` (then this repo, for ``bench``).
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("SILVERTINE_")}
     for name, value in settings.model_dump().items():
         if value is not None:
             env[f"SILVERTINE_{name.upper()}"] = str(value)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
-    )
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(
+        p for p in (str(source_tree), str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+    ))
     env.update(extra)
     return env
 
@@ -76,18 +79,33 @@ class Child:
     argv: list[str]
     env: Mapping[str, str]
     log_path: Path
+    cwd: Path = REPO_ROOT
     process: subprocess.Popen[bytes] | None = None
 
     @classmethod
     def python_module(
-        cls, name: str, module: str, env: Mapping[str, str], log_path: Path, *args: str
+        cls, name: str, module: str, env: Mapping[str, str], log_path: Path, *args: str,
+        cwd: Path = REPO_ROOT,
     ) -> Child:
-        """A ``python -m module args...`` child with this interpreter."""
-        return cls(name, [sys.executable, "-m", module, *args], env, log_path)
+        """A ``python -m module args...`` child with this interpreter, run in ``cwd``.
+
+        ``python -m`` puts its working directory first on ``sys.path``, so ``cwd``
+        picks the source tree the child imports ``silvertine_streams`` from.
+        """
+        return cls(name, [sys.executable, "-m", module, *args], env, log_path, cwd)
+
+    @classmethod
+    def python_script(
+        cls, name: str, script: Path, env: Mapping[str, str], log_path: Path, *args: str,
+        cwd: Path = REPO_ROOT,
+    ) -> Child:
+        """A ``python script args...`` child: ``sys.path`` starts with the script's
+        folder, then ``PYTHONPATH`` (whose first entry picks the source tree)."""
+        return cls(name, [sys.executable, str(script), *args], env, log_path, cwd)
 
     def start(self) -> Child:
         self.process = server_processes.spawn(
-            self.name, self.argv, self.log_path, cwd=REPO_ROOT, env=self.env,
+            self.name, self.argv, self.log_path, cwd=self.cwd, env=self.env,
             die_with_parent=True,
         )
         return self
@@ -127,6 +145,37 @@ class Child:
             )
 
 
+@dataclass(frozen=True)
+class Experiment:
+    """A variant of the product to measure beside the real one (``--experiment``).
+
+    Attributes:
+        name: its label in the table.
+        source_tree: a scratch copy of the repo whose ``silvertine_streams`` the
+            worker imports (``REPO_ROOT`` for settings-only experiments).
+        env: extra environment variables (e.g. ``SILVERTINE_FETCH_WAIT_MS``).
+    """
+
+    name: str
+    source_tree: Path = REPO_ROOT
+    env: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str) -> Experiment:
+        """``NAME=PATH[,KEY=VALUE...]``; PATH ``.`` means this repo."""
+        name, sep, rest = spec.partition("=")
+        if not sep or not name:
+            raise ValueError(f"experiment {spec!r}: expected NAME=PATH[,KEY=VALUE...]")
+        path, *pairs = rest.split(",")
+        tree = REPO_ROOT if path in ("", ".") else Path(path).resolve()
+        if not (tree / "silvertine_streams").is_dir():
+            raise ValueError(f"experiment {name}: {tree} holds no silvertine_streams/")
+        env = tuple(tuple(p.split("=", 1)) for p in pairs if p)
+        if any(len(pair) != 2 for pair in env):
+            raise ValueError(f"experiment {name}: settings must be KEY=VALUE")
+        return cls(name, tree, env)  # type: ignore[arg-type]  # pairs checked above
+
+
 @dataclass
 class BenchContext:
     """What a scenario gets from the runner.
@@ -138,6 +187,7 @@ class BenchContext:
         quick: smaller event counts (a smoke run of the bench itself).
         profile: ``"auto"`` (profile when a target is missed), ``"always"``, ``"never"``.
         server_pids: PIDs of the embedded servers, for CPU accounting.
+        experiments: product variants to measure beside the product (``--experiment``).
     """
 
     settings: Settings
@@ -147,6 +197,9 @@ class BenchContext:
     profile: str
     server_pids: dict[str, int] = field(default_factory=dict)
     say: Callable[[str], None] = print
+    experiments: list[Experiment] = field(default_factory=list)
+    options: dict[str, str] = field(default_factory=dict)
+    """Scenario options from ``-o KEY=VALUE`` (each scenario documents its own)."""
 
     def redis(self) -> Redis:
         assert self.settings.redis_url is not None

@@ -1,21 +1,20 @@
 """Scenario: pipeline throughput, end to end, against a plain Faust agent and the raw floor.
 
 Three variants read pre-produced market data from the same Tansu broker and
-write to the same redis-server (AOF, ``appendfsync always``), one at a time,
+write to the same redis-server (AOF, `appendfsync always`), one at a time,
 interleaved round by round so the machine's noise hits them alike:
 
-* **pipeline**: a real ``silvertine worker`` subprocess (default settings:
-  4 partitions, memory tables, 10 ms fetch wait) on ``silvertine.market_data``
-  holding 500-event batch envelopes; decode + validate, sequencing over ~100
-  symbols, one idempotent Lua call per message into ``log:market_data``, one
-  table write per message.
-* **plain Faust agent** (:mod:`bench.plain_agent`): one event per Kafka
+* **pipeline**: a real `silvertine worker` subprocess (the product's default
+  settings) on `silvertine.market_data` holding batch envelopes; decode +
+  validate, sequencing over ~100 symbols, one idempotent Lua call per message
+  into `log:market_data`, one table write per message.
+* **plain Faust agent** (`bench/plain_agent.py`): one event per Kafka
   message, one awaited XADD per event, in its own Faust app and worker.
-* **raw floor** (:mod:`bench.raw_floor`): aiokafka → pipelined XADD of every
+* **raw floor** (`bench/raw_floor.py`): aiokafka → pipelined XADD of every
   event of the same envelopes, no checks.
 
 The clock runs from the process's first consumed message (its own mark) to
-the moment ``XLEN`` of its Redis stream reaches N (polled every 5 ms here).
+the moment `XLEN` of its Redis stream reaches N (polled every 5 ms here).
 """
 
 from __future__ import annotations
@@ -25,17 +24,18 @@ import time
 import uuid
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from bench.harness import (
+    REPO_ROOT,
     BenchContext,
     BenchError,
     Child,
+    Experiment,
     free_port,
     settings_env,
-    wait_for_mark,
-    wait_for_xlen,
 )
+from bench.measure import count_messages, measure_until_xlen, reset_redis
 from bench.profiling import Profile, Sampler
 from bench.report import Ratio, Row, Run, ScenarioReport, Target
 from silvertine_streams.events import Event, MarketDataEvent, encode_event
@@ -60,6 +60,7 @@ PLAIN_TOPIC = "bench.plain.market_data"
 PLAIN_STREAM = "bench:plain:log"
 FLOOR_STREAM = "bench:floor:log"
 NOTES = Path(__file__).with_name("notes") / f"{NAME}.md"
+WORKER_SCRIPT = Path(__file__).with_name("silvertine_worker.py")
 
 
 def make_events(count: int, symbols: int = SYMBOLS) -> list[Event]:
@@ -94,101 +95,6 @@ async def _produce_singles(ctx: BenchContext, events: list[Event]) -> int:
     return len(events)
 
 
-async def _message_count(ctx: BenchContext, topic: str, until: int | None = None,
-                         idle_s: float = 1.0) -> int:
-    """Count the messages of ``topic`` by reading it from the beginning.
-
-    Tansu's ``ListOffsets`` answers are not record counts (an end offset of 365
-    for 375 records was seen), so the bench counts by consuming. Stops at
-    ``until`` messages or after ``idle_s`` without any.
-    """
-    consumer = AIOKafkaConsumer(bootstrap_servers=ctx.settings.kafka_bootstrap,
-                                enable_auto_commit=False, auto_offset_reset="earliest",
-                                fetch_max_wait_ms=50)
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer.topics()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            return 0
-        consumer.assign([TopicPartition(topic, p) for p in partitions])
-        await consumer.seek_to_beginning()
-        count = 0
-        while until is None or count < until:
-            batches = await consumer.getmany(timeout_ms=int(idle_s * 1000))
-            if not batches:
-                break
-            count += sum(len(messages) for messages in batches.values())
-        return count
-    finally:
-        await consumer.stop()
-
-
-async def _reset_redis(ctx: BenchContext) -> None:
-    """Empty Redis and compact its AOF, so every run starts from the same state."""
-    redis = ctx.redis()
-    try:
-        await redis.flushdb()
-        await redis.bgrewriteaof()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            info = await redis.info("persistence")
-            if not info.get("aof_rewrite_in_progress") and not info.get(
-                    "aof_rewrite_scheduled"):
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        await redis.aclose()
-
-
-async def _forks(ctx: BenchContext) -> int:
-    redis = ctx.redis()
-    try:
-        return int((await redis.info("stats")).get("total_forks", 0))
-    finally:
-        await redis.aclose()
-
-
-async def _measure(
-    ctx: BenchContext, child: Child, mark: Path, stream: str, events: int,
-    sampler_output: Path | None = None,
-) -> tuple[Run, Sampler | None]:
-    """Start ``child``, time it from its mark to ``XLEN stream == events``."""
-    redis = ctx.redis()
-    sampler: Sampler | None = None
-    forks_before = await _forks(ctx)
-    try:
-        child.start()
-        started = await wait_for_mark(mark, child)
-        cpu0, servers0 = child.cpu(), ctx.server_cpu()
-        if sampler_output is not None:
-            sampler = Sampler(child.pid, sampler_output).start()
-        timeout = max(60.0, events / 2_000)
-        finished = await wait_for_xlen(redis, stream, events, child, timeout)
-        cpu1, servers1 = child.cpu(), ctx.server_cpu()
-        if sampler is not None:
-            sampler.stop()
-        cpu = {"worker": None if cpu0 is None or cpu1 is None else cpu1 - cpu0}
-        for name in servers0:
-            a, b = servers0[name], servers1[name]
-            cpu[name] = None if a is None or b is None else b - a
-        run = Run(events=events, seconds=finished - started, cpu_s=cpu, ended_at=finished)
-        await asyncio.sleep(0.3)
-        final = int(await redis.xlen(stream))
-        if final != events:
-            raise BenchError(f"{stream} holds {final} entries, expected exactly {events}")
-        forks = await _forks(ctx) - forks_before
-        if forks:
-            run.extra["redis_forks"] = forks
-        return run, sampler
-    finally:
-        if sampler is not None:
-            sampler.stop()
-        await redis.aclose()
-
-
 async def _changelog_flushed(ctx: BenchContext, app_id: str, expected: int,
                              log_done: float) -> str:
     """Wait until the sequence table's changelog holds ``expected`` records.
@@ -197,9 +103,9 @@ async def _changelog_flushed(ctx: BenchContext, app_id: str, expected: int,
     log was complete the worker still had table work in flight.
     """
     topic = f"{app_id}-sequence-market_data-changelog"
-    count = await _message_count(ctx, topic, until=expected, idle_s=5.0)
+    count = await count_messages(ctx, topic, until=expected, idle_s=5.0)
     if count >= expected:
-        return f"{count} records (checked +{(time.time() - log_done) * 1000:.0f}ms)"
+        return f"{count}/{expected} records by +{(time.time() - log_done) * 1000:.0f}ms"
     return f"only {count}/{expected} records 5s after the log was complete"
 
 
@@ -216,20 +122,22 @@ class _Variants:
         run_dir.mkdir(parents=True)
         return run_dir, run_dir / "mark", run_dir / "process.log"
 
-    async def pipeline(self, label: str, profile_to: Path | None = None
-                       ) -> tuple[Run, Sampler | None]:
-        await _reset_redis(self.ctx)
+    async def pipeline(self, label: str, profile_to: Path | None = None,
+                       experiment: Experiment | None = None) -> tuple[Run, Sampler | None]:
+        await reset_redis(self.ctx)
         run_dir, mark, log = self._paths(label)
         app_id = f"bench-{label}-{uuid.uuid4().hex[:6]}"
         settings = self.ctx.settings.model_copy(update={
             "app_id": app_id, "data_dir": run_dir / "data", "web_port": free_port(),
             "metrics_port": 0,
         })
-        env = settings_env(settings, BENCH_MARK_FILE=str(mark))
-        child = Child.python_module("silvertine worker", "bench.silvertine_worker", env, log)
+        tree = experiment.source_tree if experiment else REPO_ROOT
+        env = settings_env(settings, tree, BENCH_MARK_FILE=str(mark),
+                           **dict(experiment.env if experiment else ()))
+        child = Child.python_script("silvertine worker", WORKER_SCRIPT, env, log, cwd=run_dir)
         try:
-            run, sampler = await _measure(self.ctx, child, mark, log_stream("market_data"),
-                                          self.pipeline_n, profile_to)
+            run, sampler = await measure_until_xlen(
+                self.ctx, child, mark, log_stream("market_data"), self.pipeline_n, profile_to)
             run.extra["changelog"] = await _changelog_flushed(
                 self.ctx, app_id, self.envelopes, run.ended_at)
             return run, sampler
@@ -237,7 +145,7 @@ class _Variants:
             child.stop()
 
     async def plain(self, label: str) -> Run:
-        await _reset_redis(self.ctx)
+        await reset_redis(self.ctx)
         run_dir, mark, log = self._paths(label)
         s = self.ctx.settings
         env = settings_env(
@@ -249,13 +157,14 @@ class _Variants:
         )
         child = Child.python_module("plain faust agent", "bench.plain_agent", env, log)
         try:
-            run, _ = await _measure(self.ctx, child, mark, PLAIN_STREAM, self.plain_n)
+            run, _ = await measure_until_xlen(self.ctx, child, mark, PLAIN_STREAM,
+                                              self.plain_n)
             return run
         finally:
             child.stop()
 
     async def floor(self, label: str) -> Run:
-        await _reset_redis(self.ctx)
+        await reset_redis(self.ctx)
         run_dir, mark, log = self._paths(label)
         s = self.ctx.settings
         env = settings_env(
@@ -266,15 +175,24 @@ class _Variants:
         )
         child = Child.python_module("raw floor", "bench.raw_floor", env, log)
         try:
-            run, _ = await _measure(self.ctx, child, mark, FLOOR_STREAM, self.floor_n)
+            run, _ = await measure_until_xlen(self.ctx, child, mark, FLOOR_STREAM, self.floor_n)
             return run
         finally:
             child.stop()
 
 
+VARIANTS = ("pipeline", "plain", "floor")
+
+
 async def run(ctx: BenchContext) -> ScenarioReport:
+    """Options (``-o KEY=VALUE``): ``variants`` (comma list of pipeline, plain, floor;
+    experiments always run), ``events`` (pipeline and floor), ``plain_events``."""
     divisor = QUICK_DIVISOR if ctx.quick else 1
-    pipeline_n, plain_n = PIPELINE_EVENTS // divisor, PLAIN_EVENTS // divisor
+    pipeline_n = int(ctx.options.get("events", PIPELINE_EVENTS // divisor))
+    plain_n = int(ctx.options.get("plain_events", PLAIN_EVENTS // divisor))
+    chosen = [v for v in ctx.options.get("variants", ",".join(VARIANTS)).split(",") if v]
+    if unknown := set(chosen) - set(VARIANTS):
+        raise BenchError(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
     say = ctx.say
 
     say(f"[{NAME}] declaring topics, building {pipeline_n:,} events over {SYMBOLS} symbols")
@@ -286,34 +204,46 @@ async def run(ctx: BenchContext) -> ScenarioReport:
         envelopes = 0
         for i in range(0, len(events), 20_000):  # keep the producer's buffer modest
             envelopes += await publisher.publish_many(events[i:i + 20_000])
-    await _produce_singles(ctx, events[:plain_n])
-    produced = await _message_count(ctx, event_topic("market_data"))
-    singles = await _message_count(ctx, PLAIN_TOPIC)
-    if produced != envelopes or singles != plain_n:
-        raise BenchError(f"pre-produce mismatch: {produced}/{envelopes} envelopes, "
-                         f"{singles}/{plain_n} single events")
-    say(f"[{NAME}] produced {envelopes} envelopes + {singles:,} single events "
-        f"in {time.monotonic() - started:.1f}s")
+    produced = await count_messages(ctx, event_topic("market_data"))
+    if produced != envelopes:
+        raise BenchError(f"pre-produce mismatch: {produced}/{envelopes} envelopes")
+    if "plain" in chosen:
+        await _produce_singles(ctx, events[:plain_n])
+        singles = await count_messages(ctx, PLAIN_TOPIC)
+        if singles != plain_n:
+            raise BenchError(f"pre-produce mismatch: {singles}/{plain_n} single events")
+    say(f"[{NAME}] produced {envelopes} envelopes (+ {plain_n if 'plain' in chosen else 0:,} "
+        f"single events) in {time.monotonic() - started:.1f}s")
     del events
 
     variants = _Variants(ctx, pipeline_n, plain_n, pipeline_n, envelopes)
-    rows = {
-        "pipeline": Row("pipeline", "pipeline: silvertine worker, "
-                                    f"{ctx.settings.envelope_max_events}-event envelopes"),
-        "plain": Row("plain", "plain Faust agent: 1 event/message, 1 XADD/event"),
-        "floor": Row("floor", "raw floor: aiokafka → pipelined XADD (same envelopes)"),
-    }
+    rows: dict[str, Row] = {}
+    if "pipeline" in chosen:
+        rows["pipeline"] = Row("pipeline", "pipeline: silvertine worker, "
+                               f"{ctx.settings.envelope_max_events}-event envelopes")
+    for experiment in ctx.experiments:
+        where = "" if experiment.source_tree == REPO_ROOT else f" from `{experiment.source_tree}`"
+        settings = ", ".join(f"{k}={v}" for k, v in experiment.env)
+        rows[f"exp:{experiment.name}"] = Row(
+            f"exp:{experiment.name}",
+            f"experiment **{experiment.name}**: pipeline{where}{' with ' if settings else ''}"
+            f"{settings}")
+    if "plain" in chosen:
+        rows["plain"] = Row("plain", "plain Faust agent: 1 event/message, 1 XADD/event")
+    if "floor" in chosen:
+        rows["floor"] = Row("floor", "raw floor: aiokafka → pipelined XADD (same envelopes)")
+    experiments = {f"exp:{e.name}": e for e in ctx.experiments}
     for round_no in range(1, ctx.runs + 1):
-        for key in ("pipeline", "plain", "floor"):
-            label = f"{key}-r{round_no}"
-            if key == "pipeline":
-                result, _ = await variants.pipeline(label)
+        for key in rows:
+            label = f"{key.replace(':', '-')}-r{round_no}"
+            if key == "pipeline" or key in experiments:
+                result, _ = await variants.pipeline(label, experiment=experiments.get(key))
             elif key == "plain":
                 result = await variants.plain(label)
             else:
                 result = await variants.floor(label)
             rows[key].runs.append(result)
-            say(f"[{NAME}] round {round_no}/{ctx.runs} {key:8s} {result.rate:>10,.0f} events/s "
+            say(f"[{NAME}] round {round_no}/{ctx.runs} {key:12s} {result.rate:>10,.0f} events/s "
                 f"({result.events:,} in {result.seconds:.2f}s; worker CPU "
                 f"{(result.cpu_us_per_event('worker') or float('nan')):.1f} µs/event) "
                 f"{result.extra}")
@@ -321,17 +251,24 @@ async def run(ctx: BenchContext) -> ScenarioReport:
     report = ScenarioReport(
         name=NAME, title=TITLE, description=_description(pipeline_n, plain_n, envelopes, ctx),
         rows=list(rows.values()),
-        ratios=[Ratio("pipeline / plain Faust agent", "pipeline", "plain"),
-                Ratio("pipeline / raw floor", "pipeline", "floor")],
     )
-    rate = rows["pipeline"].median
-    vs_plain = report.ratio_values(report.ratios[0])[0]
-    report.targets = [
-        Target(f"≥ {TARGET_RATE:,.0f} events/s per worker", rate >= TARGET_RATE,
-               f"{rate:,.0f} events/s (median)"),
-        Target(f"≥ {TARGET_VS_PLAIN:.0f}× the plain agent", vs_plain >= TARGET_VS_PLAIN,
-               f"{vs_plain:.1f}×"),
-    ]
+    reference = "exp:base" if "exp:base" in rows else "pipeline" if "pipeline" in rows else None
+    if reference is not None:
+        for key in experiments:
+            if key != reference:
+                report.ratios.append(Ratio(f"{key} / {reference}", key, reference))
+    if "pipeline" in rows:
+        if "plain" in rows:
+            report.ratios.append(Ratio("pipeline / plain Faust agent", "pipeline", "plain"))
+        if "floor" in rows:
+            report.ratios.append(Ratio("pipeline / raw floor", "pipeline", "floor"))
+        rate = rows["pipeline"].median
+        report.targets.append(Target(f"≥ {TARGET_RATE:,.0f} events/s per worker",
+                                     rate >= TARGET_RATE, f"{rate:,.0f} events/s (median)"))
+        if "plain" in rows:
+            vs_plain = rate / rows["plain"].median
+            report.targets.append(Target(f"≥ {TARGET_VS_PLAIN:.0f}× the plain agent",
+                                         vs_plain >= TARGET_VS_PLAIN, f"{vs_plain:.1f}×"))
     missed = not all(t.met for t in report.targets)
     if ctx.profile == "always" or (ctx.profile == "auto" and missed):
         say(f"[{NAME}] profiling one more pipeline run with py-spy "
@@ -370,6 +307,8 @@ def _description(pipeline_n: int, plain_n: int, envelopes: int, ctx: BenchContex
         + f"\n\nThis run: pipeline and floor {pipeline_n:,} events ({envelopes} envelopes, "
         f"{SYMBOLS} symbols, sequences 1.. per symbol), plain agent {plain_n:,} single events "
         f"(the first {plain_n:,} of the same events), {ctx.settings.partitions} partitions, "
+        f"worker settings: envelopes of {ctx.settings.envelope_max_events}, fetch wait "
+        f"{ctx.settings.fetch_wait_ms} ms, tables `{ctx.settings.table_store}`; "
         f"{ctx.runs} rounds. Redis is flushed and its AOF compacted before every run. CPU "
         "columns: CPU seconds each process burned between the first consumed message and "
         "the end, per event (worker = the process under test; redis and kafka = the "

@@ -79,7 +79,27 @@ def _frame_key(frame: str) -> str:
     return frame
 
 
+def _is_plumbing(key: str) -> bool:
+    """Frames every stack shares (event loop, CLI, thread start): no information."""
+    package = _package(key)
+    return (package.startswith("stdlib") or package in ("click", "<frozen runpy>", "bench")
+            or key.startswith(("Worker.execute_from_commandline", "worker (",
+                               "_fails_cleanly", "ServiceThread.", "WorkerThread.")))
+
+
+def _keys_with_callers(keys: list[str]) -> list[str]:
+    """Name generated code (``<lambda> (<string>)``, e.g. a NamedTuple's ``__new__``)
+    after its caller, so two of them do not fold into one row."""
+    out = []
+    for i, key in enumerate(keys):
+        if "(<string>)" in key and i > 0:
+            key = f"{key} ← {keys[i - 1].split(' (')[0]}"
+        out.append(key)
+    return out
+
+
 def _package(frame_key: str) -> str:
+    frame_key = frame_key.split(" ← ", 1)[0]
     location = frame_key[:-1].rsplit(" (", 1)[-1] if frame_key.endswith(")") else frame_key
     head = location.split("/", 1)[0]
     if head.endswith(".py"):
@@ -98,6 +118,9 @@ class Profile:
     inclusive: Counter[str] = field(default_factory=Counter)
     threads: Counter[str] = field(default_factory=Counter)
     packages: Counter[str] = field(default_factory=Counter)
+    attributed: Counter[str] = field(default_factory=Counter)
+    """Self time charged to the nearest frame outside the standard library: who
+    asked for the socket write, the ``select``, the ``readexactly``."""
 
     @classmethod
     def load(cls, path: Path) -> Profile:
@@ -109,13 +132,20 @@ class Profile:
             count = int(count_text)
             frames = stack.split(";")
             thread = frames[0].split(":", 1)[-1].strip() if frames[0].startswith("thread") else "?"
-            keys = [_frame_key(f) for f in frames[1:]] or ["<no python frame>"]
+            keys = _keys_with_callers([_frame_key(f) for f in frames[1:]])
+            keys = keys or ["<no python frame>"]
             profile.total += count
             profile.threads[thread] += count
             profile.self_counts[keys[-1]] += count
             profile.packages[_package(keys[-1])] += count
+            owner = next((k for k in reversed(keys) if not _package(k).startswith("stdlib")),
+                         keys[-1])
+            if _is_plumbing(owner):
+                owner = f"the event loop itself ({thread}: select, callbacks)"
+            profile.attributed[owner] += count
             for key in set(keys):
-                profile.inclusive[key] += count
+                if not _is_plumbing(key):
+                    profile.inclusive[key] += count
         return profile
 
     def markdown(self, top: int = 25, cpu_us_per_event: float | None = None) -> str:
@@ -145,7 +175,13 @@ class Profile:
                   f"| function | self{unit} |", f"|---|---:|{sep}"]
         parts += [f"| `{name}` | {pct(n)}{us(n)} |"
                   for name, n in self.self_counts.most_common(top)]
-        parts += ["", f"Top {top} functions by **inclusive** time (callees included):", "",
+        parts += ["", f"Top {top} by self time charged to the **nearest frame outside the "
+                  "standard library** (who asked for the socket write, the `select`, ...):",
+                  "", f"| function | self{unit} |", f"|---|---:|{sep}"]
+        parts += [f"| `{name}` | {pct(n)}{us(n)} |"
+                  for name, n in self.attributed.most_common(top)]
+        parts += ["", f"Top {top} functions by **inclusive** time (callees included; event "
+                  "loop, CLI and thread start-up frames left out):", "",
                   f"| function | inclusive{unit} |", f"|---|---:|{sep}"]
         parts += [f"| `{name}` | {pct(n)}{us(n)} |"
                   for name, n in self.inclusive.most_common(top)]

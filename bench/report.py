@@ -51,6 +51,13 @@ class Row:
     def median(self) -> float:
         return statistics.median(self.rates) if self.runs else float("nan")
 
+    def cores_median(self) -> float | None:
+        """CPU seconds of all measured processes per wall second (how busy the box was
+        for us: below ~2 on 2 cores means waiting, or other load)."""
+        values = [sum(v for v in run.cpu_s.values() if v is not None) / run.seconds
+                  for run in self.runs if run.seconds > 0 and run.cpu_s]
+        return statistics.median(values) if values else None
+
     def cpu_median(self, process: str) -> float | None:
         values = [v for run in self.runs if (v := run.cpu_us_per_event(process)) is not None]
         return statistics.median(values) if values else None
@@ -180,18 +187,27 @@ def render(facts: dict[str, str], reports: list[ScenarioReport], command: str) -
         procs = report.cpu_processes
         lines += [
             "| variant | events/run | runs | **median events/s** | min | max | "
-            + " | ".join(f"{p} CPU µs/event" for p in procs) + " |",
-            "|---|---:|---:|---:|---:|---:|" + "---:|" * len(procs),
+            + " | ".join(f"{p} CPU µs/event" for p in procs)
+            + " | cores busy | worker-CPU ceiling events/s |",
+            "|---|---:|---:|---:|---:|---:|" + "---:|" * (len(procs) + 2),
         ]
         for row in report.rows:
             events = row.runs[0].events if row.runs else 0
             rates = row.rates
+            worker = row.cpu_median("worker")
+            ceiling = _fmt_rate(1e6 / worker) if worker else "–"
             lines.append(
                 f"| {row.label} | {events:,} | {len(row.runs)} | **{_fmt_rate(row.median)}** | "
                 f"{_fmt_rate(min(rates, default=float('nan')))} | "
                 f"{_fmt_rate(max(rates, default=float('nan')))} | "
-                + " | ".join(_fmt_opt(row.cpu_median(p)) for p in procs) + " |"
+                + " | ".join(_fmt_opt(row.cpu_median(p)) for p in procs)
+                + f" | {_fmt_opt(row.cores_median(), 2)} | {ceiling} |"
             )
+        if "worker" in procs:
+            lines += ["", "*cores busy* = CPU seconds of the three processes per wall second "
+                      "(of the machine's 2 cores). *worker-CPU ceiling* = 10⁶ / (worker CPU "
+                      "µs/event): what one worker process could reach if it never waited "
+                      "(I/O fully overlapped, Redis and the broker on other cores or hosts)."]
         if report.ratios:
             lines += ["", "| ratio | median | min | max (runs paired by round) |",
                       "|---|---:|---:|---:|"]

@@ -1,10 +1,13 @@
 """``silvertine worker``, unchanged, plus a start mark for the bench's clock.
 
-Run as ``python -m bench.silvertine_worker`` with the usual ``SILVERTINE_*``
-variables and ``BENCH_MARK_FILE``. The first call of
-``EventPipeline.process`` (the agent handing its first consumed message to the
-pipeline) writes ``time.time()`` to the mark file; the wrapper then removes
-itself, so every later message runs exactly the product's code.
+Run as a script, ``python bench/silvertine_worker.py``, with the usual ``SILVERTINE_*``
+variables and ``BENCH_MARK_FILE``. A Faust sensor added to the app writes
+``time.time()`` to the mark file when the first Kafka message enters an agent's
+stream (``on_stream_event_in``); after that it costs one flag check per
+message. The product's code is not touched, so a scratch copy of the product
+with another agent loop is timed the same way: run as a script (not ``-m``),
+this file imports nothing from ``bench`` and ``silvertine_streams`` comes from
+the first source tree on ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -15,27 +18,90 @@ from typing import Any
 
 
 def _install_mark(path: str) -> None:
-    from silvertine_streams.agents.pipeline import EventPipeline
+    from faust.sensors import Sensor
 
-    original = EventPipeline.process
+    import silvertine_streams.app as app_module
 
-    async def process(self: Any, *args: Any, **kwargs: Any) -> Any:
-        EventPipeline.process = original  # type: ignore[method-assign]
-        stamp = time.time()
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as fh:
-            fh.write(repr(stamp))
-        os.replace(tmp, path)
-        return await original(self, *args, **kwargs)
+    freeze = bool(os.environ.get("BENCH_GC_FREEZE"))
 
-    EventPipeline.process = process  # type: ignore[method-assign]
+    class FirstEventMark(Sensor):
+        marked = False
+
+        def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+            if not self.marked:
+                self.marked = True
+                if freeze:
+                    # Experiment knob (``BENCH_GC_FREEZE=1``): move every object alive
+                    # after start-up out of the GC's reach, as a worker could once started.
+                    import gc
+
+                    gc.freeze()
+                tmp = f"{path}.tmp"
+                with open(tmp, "w") as fh:
+                    fh.write(repr(time.time()))
+                os.replace(tmp, path)
+
+    create_app = app_module.create_app
+
+    def create_app_with_mark(*args: Any, **kwargs: Any) -> Any:
+        app = create_app(*args, **kwargs)
+        app.sensors.add(FirstEventMark())
+        return app
+
+    app_module.create_app = create_app_with_mark  # type: ignore[assignment]
+
+
+def _install_gc_stats() -> None:
+    """Experiment knob (``BENCH_GC_STATS=1``): log the cyclic GC's collections and time
+    per generation when the worker exits (the bench's log of that run)."""
+    import atexit
+    import gc
+
+    started: list[float] = [0.0]
+    totals = {0: [0, 0.0], 1: [0, 0.0], 2: [0, 0.0]}
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            entry = totals[info["generation"]]
+            entry[0] += 1
+            entry[1] += time.perf_counter() - started[0]
+
+    def report() -> None:
+        text = ", ".join(f"gen{g}: {n} collections {t * 1000:.0f} ms"
+                         for g, (n, t) in totals.items())
+        print(f"bench: gc {text}", flush=True)
+
+    gc.callbacks.append(callback)
+    atexit.register(report)
 
 
 def main() -> None:
+    # Experiment knob (``--experiment NAME=.,BENCH_SWITCH_INTERVAL_S=0.0005``): the GIL
+    # switch interval, since Faust's consumer thread and the agent's thread share the GIL.
+    interval = os.environ.get("BENCH_SWITCH_INTERVAL_S")
+    if interval:
+        import sys
+
+        sys.setswitchinterval(float(interval))
+    # Experiment knob (``BENCH_GC_THRESHOLD=50000:20:100``): the cyclic GC's thresholds,
+    # since every decoded envelope allocates thousands of tracked objects.
+    thresholds = os.environ.get("BENCH_GC_THRESHOLD")
+    if thresholds:
+        import gc
+
+        gc.set_threshold(*(int(x) for x in thresholds.split(":")))
+    if os.environ.get("BENCH_GC_STATS"):
+        _install_gc_stats()
     mark = os.environ.get("BENCH_MARK_FILE")
     if mark:
         _install_mark(mark)
+    import silvertine_streams
     from silvertine_streams.cli import main as cli
+
+    print(f"bench: silvertine_streams from {os.path.dirname(silvertine_streams.__file__)}",
+          flush=True)
 
     cli(["worker"], prog_name="silvertine")
 

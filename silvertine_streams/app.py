@@ -12,6 +12,7 @@ changes them here, in one place:
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import faust
@@ -59,6 +60,21 @@ class SilvertineApp(faust.App):
         """Declare and check every topic before the consumer subscribes."""
         await ensure_topics(self.settings)
         await super().on_first_start()
+        tune_gc()
+
+
+def tune_gc() -> None:
+    """Keep Python's cyclic GC off the hot path.
+
+    Every envelope allocates thousands of short-lived objects (events, records,
+    tuples); with the default thresholds the collector ran full collections of
+    80-180 ms several times per 200k events (measured by the benchmark: 2-4 µs
+    per event). Start-up objects are frozen out of collection, and the
+    young-generation threshold is raised so collections are rarer and cheaper.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 def create_app(settings: Settings) -> SilvertineApp:
