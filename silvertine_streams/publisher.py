@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
+from redis.exceptions import RedisError
 
 from silvertine_streams.domain.flow import ProducerThrottle
 from silvertine_streams.errors import ServerUnavailable
@@ -122,7 +123,7 @@ class Publisher:
         if now - self._checked_at >= self._check_every_s:
             self._checked_at = now
             lag = await self._engine_lag() if self._settings.publish_max_lag else 0
-            backlog = (await self.ingress_backlog()) if self._settings.publish_max_backlog else 0
+            backlog = (await self._backlog_or_zero()) if self._settings.publish_max_backlog else 0
             self._wait_s = self._throttle.wait_s(lag, backlog)
         if self._wait_s:
             await asyncio.sleep(self._wait_s)
@@ -135,6 +136,12 @@ class Publisher:
         for event_type in EVENT_TYPES:
             pipe.xlen(ingress_stream(event_type))
         return sum(await pipe.execute())
+
+    async def _backlog_or_zero(self) -> int:
+        try:
+            return await self.ingress_backlog()
+        except (RedisError, OSError):
+            return 0  # Redis away: never stop a Kafka-path publisher over a monitoring read
 
     async def _engine_lag(self) -> int:
         """Messages the worker group has not committed yet, over all event topics."""

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 
 from silvertine_streams.agents.lanes import LaneController
-from silvertine_streams.agents.pipeline import EventPipeline
+from silvertine_streams.agents.pipeline import EventPipeline, PartitionState
 from silvertine_streams.agents.policies import lanes, pipeline_policies
 from silvertine_streams.domain.circuit import CircuitState
 from silvertine_streams.domain.flow import OverloadDetector
 from silvertine_streams.domain.handlers import HandlerDispatcher, HandlerRegistry, Subscription
+from silvertine_streams.domain.offsets import OffsetAction
 from silvertine_streams.errors import ConfigError
 from silvertine_streams.events import (
     Event,
@@ -44,6 +45,7 @@ from silvertine_streams.observability.metrics import (
     CLOCK_OFFSET,
     CLOCK_SYNCHRONISED,
     MEMORY_THROTTLED,
+    OFFSET_SEEKS,
     TypeMetrics,
     register_sink_retries,
     serve_metrics,
@@ -145,13 +147,16 @@ def register_agents(app: SilvertineApp) -> None:
                 pipelines[topic].forget_partitions(partitions)
 
     @app.timer(0.01)
-    async def _release_expired() -> None:
-        # Reorder windows expire by time even when no message arrives.
+    async def _housekeeping() -> None:
+        # Reorder windows expire by time even when no message arrives, and a
+        # re-read that has not started (Faust dropped it) is sought again.
         now = time.monotonic()
         for pipeline in pipelines.values():
             for state in pipeline.due_partitions(now):
                 async with pipeline.lock:
                     await pipeline.expire(state)
+            for state in pipeline.seeking_partitions(now, every_s=1.0):
+                await _seek(app, state)
 
     register_sink_retries(log_sinks)
     _register_mirrors(app, redis, dead_letter_sink)
@@ -239,21 +244,26 @@ def _register_agent(
         # logged, including those a reorder window held back.
         async for event in stream.noack().events():
             message = event.message
+            key = str(message.partition)
+            state = pipeline.partition(
+                message.partition, partial(_stored_marks, table, key),
+                partial(_committed_offset, app, message.tp), message.tp)
+            if not await _in_turn(app, state, event):
+                continue
             if critical:
                 controller.in_flight += 1
             else:
                 await controller.yield_to_critical()
             if memory.should_throttle():
                 await _relieve_memory()
-            key = str(message.partition)
             highwater = app.consumer.highwater(message.tp) or 0
             lag = max(0, highwater - message.offset - 1)
+            stale_copy = state.parked.pop(message.offset, None)
+            ack = event.ack if stale_copy is None else partial(_ack_both, event, stale_copy)
             try:
                 async with pipeline.lock:
-                    state = pipeline.partition(message.partition,
-                                               partial(_stored_marks, table, key))
                     outcome = await pipeline.process(
-                        event.value, state, message.partition, message.offset, event.ack,
+                        event.value, state, message.partition, message.offset, ack,
                         message.timestamp, lag)
             finally:
                 if critical:
@@ -268,6 +278,45 @@ def _register_agent(
     agent.__name__ = f"pipeline_{type_name}"
     agent.__qualname__ = agent.__name__
     app.agent(topic, name=f"silvertine.pipeline.{type_name}")(agent)
+
+
+async def _in_turn(app: SilvertineApp, state: PartitionState, event: Any) -> bool:
+    """Whether ``event`` is the partition's next message; else skip it (and maybe seek)."""
+    message = event.message
+    action = state.offsets.check(message.offset)
+    if action is OffsetAction.PROCESS:
+        return True
+    if state.offsets.next_offset is not None and message.offset < state.offsets.next_offset:
+        event.ack()  # a redelivery of a message already processed
+        return False
+    # Ahead of a re-read: acknowledged together with its re-read copy.
+    state.parked[message.offset] = event
+    if action is OffsetAction.SEEK:
+        target = state.offsets.next_offset
+        OFFSET_SEEKS.inc()
+        log.warning("%s jumped to offset %s; re-reading from %s", message.tp,
+                    message.offset, target)
+        await _seek(app, state)
+    return False
+
+
+async def _seek(app: SilvertineApp, state: PartitionState) -> None:
+    state.sought_at = time.monotonic()
+    target = state.offsets.next_offset
+    if target is not None:
+        await app.consumer.seek(state.tp, target)
+
+
+def _ack_both(event: Any, stale_copy: Any) -> None:
+    event.ack()
+    stale_copy.ack()
+
+
+def _committed_offset(app: SilvertineApp, tp: Any) -> int | None:
+    """The offset the group resumes this partition at, as Faust knows it (None: unknown)."""
+    # Faust records it when it seeks to the committed offsets (a private dict).
+    committed = getattr(app.consumer, "_committed_offset", {}).get(tp)
+    return int(committed) if committed is not None else None
 
 
 async def _relieve_memory() -> None:

@@ -23,10 +23,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from silvertine_streams.domain.flow import OverflowPolicy, OverloadDetector, shed, stream_key_of
 from silvertine_streams.domain.handlers import HandlerDispatcher
+from silvertine_streams.domain.offsets import OffsetGuard
 from silvertine_streams.domain.reorder import ReleaseKind, ReorderBuffer, ReorderPolicy, Verdict
 from silvertine_streams.domain.sequencing import SequenceTracker, stream_key
 from silvertine_streams.events import (
@@ -92,10 +93,15 @@ class Pending(NamedTuple):
 
 @dataclass(slots=True)
 class PartitionState:
-    """The sequence state of one partition of one event type."""
+    """The sequence and offset state of one partition of one event type."""
 
     tracker: SequenceTracker
     buffer: ReorderBuffer[Pending]
+    offsets: OffsetGuard
+    tp: Any = None
+    parked: dict[int, Any] = field(default_factory=dict)
+    """Messages skipped ahead of a re-read, by offset: acknowledged with their re-read copy."""
+    sought_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -175,14 +181,33 @@ class EventPipeline:
 
     # --- partition state -------------------------------------------------
 
-    def partition(self, partition: int, restore: Callable[[], dict[str, int]]) -> PartitionState:
-        """Return the state of ``partition``, restoring its marks on first use."""
+    def partition(
+        self,
+        partition: int,
+        restore: Callable[[], dict[str, int]],
+        first_offset: Callable[[], int | None] = lambda: None,
+        tp: Any = None,
+    ) -> PartitionState:
+        """Return the state of ``partition``, restoring it on first use.
+
+        Args:
+            partition: the partition number.
+            restore: returns the persisted high-water marks.
+            first_offset: returns the offset the group resumes at (committed).
+            tp: the Kafka topic-partition, for seeks.
+        """
         state = self._partitions.get(partition)
         if state is None:
             tracker = SequenceTracker(restore())
-            state = PartitionState(tracker, ReorderBuffer(tracker, self.policy.reorder))
+            state = PartitionState(tracker, ReorderBuffer(tracker, self.policy.reorder),
+                                   OffsetGuard(first_offset()), tp)
             self._partitions[partition] = state
         return state
+
+    def seeking_partitions(self, now: float, every_s: float) -> list[PartitionState]:
+        """Return partitions waiting for a re-read that was sought ``every_s`` ago or more."""
+        return [s for s in self._partitions.values()
+                if s.offsets.seeking and now - s.sought_at >= every_s]
 
     def forget_partitions(self, partitions: Sequence[int] | None = None) -> None:
         """Drop the state of revoked partitions (all when None).

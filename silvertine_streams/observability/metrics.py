@@ -76,6 +76,10 @@ LANE_PAUSES = Counter(
     "silvertine_lane_pauses", "Times lower lanes were paused for critical work",
     registry=REGISTRY,
 )
+OFFSET_SEEKS = Counter(
+    "silvertine_offset_seeks", "Partitions re-read because offsets arrived out of turn",
+    registry=REGISTRY,
+)
 MEMORY_THROTTLED = Counter(
     "silvertine_memory_throttled", "Messages delayed because the worker neared its RSS limit",
     registry=REGISTRY,
