@@ -21,6 +21,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+
 import pytest
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
@@ -70,6 +71,12 @@ def balanced_symbols(count: int, partitions: int = PARTITIONS) -> tuple[str, ...
 
 SYMBOLS = balanced_symbols(20)
 
+def start_worker(pool: WorkerPool) -> WorkerProcess:
+    """Start one more worker of the test's group, with shedding off."""
+    # Market data may be conflated under overload by design (DESIGN §3.4, counted,
+    # never silent); these tests are about kills, so every event must reach the log.
+    return pool.start(SILVERTINE_OVERFLOW_POLICIES="market_data=block")
+
 
 @dataclass
 class TickSource:
@@ -97,11 +104,6 @@ class TickSource:
                                              sequence=sequence))
         self.produced.extend(batch)
         return batch
-
-    @property
-    def produced_ids(self) -> set[str]:
-        """Ids of every event built so far."""
-        return {event.event_id for event in self.produced}
 
 
 async def produce_paced(
@@ -143,45 +145,43 @@ class InvalidFeed:
     valid: list[Event] = field(default_factory=list)
     counter: int = 0
 
-    def _bad_id(self) -> str:
+    def _bad(self, **fields: object) -> bytes:
+        """Encode an invalid market-data event with a fresh id, and remember the id."""
         self.counter += 1
-        return f"bad-{self.counter}"
+        event_id = f"bad-{self.counter}"
+        self.produced_keys.add(event_id)
+        return json.dumps({"event_type": EVENT_TYPE, "event_id": event_id,
+                           "source": "feed-bad", **fields}).encode()
+
+    def _not_json(self) -> bytes:
+        self.counter += 1
+        text = f"not json #{self.counter}"
+        self.produced_keys.add(text)
+        return text.encode()
 
     def kafka_messages(self) -> list[tuple[bytes, bytes]]:
         """Return ``(key, value)`` messages for the Kafka topic, covering every reject kind."""
-        negative_price = {"event_type": EVENT_TYPE, "event_id": self._bad_id(), "symbol": "AAPL",
-                          "price": -1.0, "source": "feed-bad"}
-        crossed = {"event_type": EVENT_TYPE, "event_id": self._bad_id(), "symbol": "AAPL",
-                   "price": 10.0, "bid": 11.0, "ask": 10.5, "source": "feed-bad"}
-        wrong_type = OrderEvent(event_id=self._bad_id(), order_id="o-1", symbol="AAPL",
+        self.counter += 1
+        wrong_type = OrderEvent(event_id=f"bad-{self.counter}", order_id="o-1", symbol="AAPL",
                                 side=OrderSide.BUY, quantity=1.0, source="feed-bad")
-        empty_symbol = {"event_type": EVENT_TYPE, "event_id": self._bad_id(), "symbol": "",
-                        "price": 1.0, "source": "feed-bad"}
+        self.produced_keys.add(wrong_type.event_id)
         good = MarketDataEvent(symbol="MIXED", price=5.0, source="feed-mixed",
                                sequence=len(self.valid) + 1)
         self.valid.append(good)
-        not_json = f"not json #{self.counter}"
-        self.produced_keys.update({negative_price["event_id"], crossed["event_id"],
-                                   wrong_type.event_id, empty_symbol["event_id"], not_json})
-        envelope = (b"[" + encode_event(good) + b"," + json.dumps(empty_symbol).encode() + b"]")
+        envelope = b"[" + encode_event(good) + b"," + self._bad(symbol="", price=1.0) + b"]"
         return [
-            (b"AAPL", json.dumps(negative_price).encode()),
-            (b"AAPL", json.dumps(crossed).encode()),
-            (b"AAPL", encode_event(wrong_type)),
+            (b"AAPL", self._bad(symbol="AAPL", price=-1.0)),
+            (b"AAPL", self._bad(symbol="AAPL", price=10.0, bid=11.0, ask=10.5)),
+            (b"AAPL", encode_event(wrong_type)),  # a valid order on the market-data topic
             (b"MIXED", envelope),
-            (b"AAPL", not_json.encode()),
+            (b"AAPL", self._not_json()),
         ]
 
     def ingress_values(self) -> list[bytes]:
         """Return ``event`` field values for the Redis ingress stream (all invalid)."""
-        negative_price = {"event_type": EVENT_TYPE, "event_id": self._bad_id(), "symbol": "AAPL",
-                          "price": -1.0, "source": "feed-bad"}
-        crossed = {"event_type": EVENT_TYPE, "event_id": self._bad_id(), "symbol": "AAPL",
-                   "price": 10.0, "bid": 11.0, "ask": 10.5, "source": "feed-bad"}
-        not_json = f"not json #{self.counter}"
-        self.produced_keys.update({negative_price["event_id"], crossed["event_id"], not_json})
-        return [json.dumps(negative_price).encode(), json.dumps(crossed).encode(),
-                not_json.encode()]
+        return [self._bad(symbol="AAPL", price=-1.0),
+                self._bad(symbol="AAPL", price=10.0, bid=11.0, ask=10.5),
+                self._not_json()]
 
 
 def dead_letter_key(payload: str) -> str:
@@ -195,6 +195,32 @@ def dead_letter_key(payload: str) -> str:
     return payload
 
 
+def worker_report(pool: WorkerPool, limit: int = 12) -> str:
+    """Each worker's distinct warnings and errors, then its last lines, for failure messages.
+
+    Faust's start-up tables fill a plain log tail; the warnings say why a worker stalled.
+    """
+    parts: list[str] = []
+    for index, worker in enumerate(pool.started):
+        text = worker.log_path.read_text(errors="replace") if worker.log_path.exists() else ""
+        distinct: dict[str, str] = {}
+        for line in text.splitlines():
+            if "[WARNING]" in line or "[ERROR]" in line or "Traceback" in line:
+                distinct.setdefault(line.split("] ", 3)[-1], line)
+        problems = "\n".join(list(distinct.values())[:limit]) or "(none)"
+        samples = metrics_of(worker) if worker.alive() else {}
+        counters = ", ".join(
+            f"{name.removeprefix('silvertine_')}{dict(labels) if len(labels) > 1 else ''}="
+            f"{value:g}"
+            for (name, labels), value in sorted(samples.items())
+            if value and name.endswith("_total") and ("event_type", EVENT_TYPE) in labels)
+        parts.append(f"--- worker {index} (pid {worker.pid}, alive={worker.alive()}) ---\n"
+                     f"{EVENT_TYPE} counters: {counters or '(none)'}\n"
+                     f"distinct warnings/errors:\n{problems}\nlast lines:\n"
+                     f"{worker.log_tail(8)}")
+    return "\n".join(parts)
+
+
 async def log_length(redis: Redis) -> int:
     """Entries in ``log:market_data`` (XLEN: cheap enough to poll, unlike reading the log)."""
     return int(await redis.xlen(log_stream(EVENT_TYPE)))
@@ -205,11 +231,21 @@ def metric(worker: WorkerProcess, name: str) -> float:
     return metrics_of(worker).get((name, (("event_type", EVENT_TYPE),)), 0.0)
 
 
+def raise_if_failed(production: asyncio.Task[int] | None) -> None:
+    """Raise a background producer's own error at once instead of waiting out a deadline."""
+    if production is not None and production.done() and not production.cancelled():
+        error = production.exception()
+        if error is not None:
+            raise AssertionError("the producer failed") from error
+
+
 async def wait_for_log_length(
-    redis: Redis, at_least: int, pool: WorkerPool, what: str, timeout: float = PROGRESS_TIMEOUT_S
+    redis: Redis, at_least: int, pool: WorkerPool, what: str, timeout: float = PROGRESS_TIMEOUT_S,
+    production: asyncio.Task[int] | None = None,
 ) -> int:
     """Poll until ``log:market_data`` holds ``at_least`` entries; return the length seen."""
     async def reached() -> int | None:
+        raise_if_failed(production)
         length = await log_length(redis)
         return length if length >= at_least else None
 
@@ -217,23 +253,155 @@ async def wait_for_log_length(
         length = await async_wait_for(reached, timeout=timeout, interval=0.01,
                                       message=f"log:{EVENT_TYPE} to hold {at_least} ({what})")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{pool.logs()}") from None
+        if exc.__cause__ is not None:  # the producer failed: that is the story
+            raise
+        raise AssertionError(f"{exc}\n{worker_report(pool)}") from None
     assert length is not None
     return length
 
 
-async def assert_log_is_exactly(redis: Redis, expected_ids: set[str], pool: WorkerPool) -> None:
-    """Wait for the log to hold every expected id; then check it holds nothing else, once each."""
-    await wait_for_log_length(redis, len(expected_ids), pool, "everything produced",
-                              timeout=DRAIN_TIMEOUT_S)
+async def assert_log_is_exactly(
+    redis: Redis, expected: Sequence[Event], pool: WorkerPool,
+    context: Callable[[], Awaitable[str]] | None = None,
+) -> None:
+    """Wait for the log to hold every expected event; then check it holds nothing else, once each.
+
+    Args:
+        redis: a client of the session's Redis.
+        expected: every valid event produced.
+        pool: the test's workers, for failure messages.
+        context: more state to report if the log never completes (e.g. the ingress stream).
+    """
+    expected_ids = {event.event_id for event in expected}
+    try:
+        await wait_for_log_length(redis, len(expected_ids), pool, "everything produced",
+                                  timeout=DRAIN_TIMEOUT_S)
+    except AssertionError as exc:
+        so_far = {event["event_id"] for event in await read_log(redis, EVENT_TYPE)}
+        missing_ids = {event.event_id for event in expected} - so_far
+        try:
+            extra = await asyncio.wait_for(kafka_whereabouts(pool.settings, missing_ids), 30)
+        except (TimeoutError, OSError) as diag_exc:  # diagnostics must not hide the failure
+            extra = f"kafka diagnostics unavailable: {diag_exc!r}"
+        extra += f"\nlog entries first written from offsets: {await logged_offsets(redis)}"
+        extra += "\n" + (await context() if context is not None else "")
+        raise AssertionError(f"{missing_summary(expected, so_far)}\n"
+                             f"{dlq_summary(await read_dlq(redis))}\n{extra}\n{exc}") from None
     logged = await read_log(redis, EVENT_TYPE)
     logged_ids = [event["event_id"] for event in logged]
     missing = expected_ids - set(logged_ids)
     unexpected = set(logged_ids) - expected_ids
-    assert not missing, f"{len(missing)} produced events never logged, e.g. {sorted(missing)[:5]}"
-    assert not unexpected, f"{len(unexpected)} logged events never produced: {sorted(unexpected)[:5]}"
+    assert not missing, missing_summary(expected, set(logged_ids))
+    assert not unexpected, f"{len(unexpected)} logged but not produced: {sorted(unexpected)[:5]}"
     assert_log_invariants(logged)  # no id twice; sequences strictly increase per stream
     assert len(logged) == len(expected_ids)
+
+
+async def committed_offsets(settings: Settings) -> dict[int, int | None]:
+    """The worker group's committed offsets of the market-data topic, read without joining."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    reader = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                              group_id=settings.app_id, enable_auto_commit=False)
+    await reader.start()
+    try:
+        return {p: await reader.committed(TopicPartition(event_topic(EVENT_TYPE), p))
+                for p in range(settings.partitions)}
+    finally:
+        await reader.stop()
+
+
+async def logged_offsets(redis: Redis) -> str:
+    """Per partition, the message offsets the log's entries were first written from."""
+    by_partition: dict[str, set[int]] = {}
+    for _, fields in await redis.xrange(log_stream(EVENT_TYPE)) or []:
+        raw = (fields or {}).get(b"origin", b"")  # topic/partition/offset#index
+        origin = raw.decode() if isinstance(raw, bytes) else str(raw)
+        parts = origin.split("#", 1)[0].split("/")
+        if len(parts) == 3 and parts[2].isdigit():
+            by_partition.setdefault(parts[1], set()).add(int(parts[2]))
+    return "; ".join(f"p{p}: {_ranges(sorted(offsets))}"
+                     for p, offsets in sorted(by_partition.items()))
+
+
+def _ranges(numbers: list[int]) -> str:
+    """Write sorted integers compactly: ``[0, 1, 2, 5]`` -> ``"0-2,5"``."""
+    spans: list[list[int]] = []
+    for number in numbers:
+        if spans and number == spans[-1][1] + 1:
+            spans[-1][1] = number
+        else:
+            spans.append([number, number])
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
+
+
+async def kafka_whereabouts(settings: Settings, missing_ids: set[str]) -> str:
+    """Say where missing events are in Kafka (or that they are not), and the group's offsets.
+
+    Tells a consumer-side loss (in the topic, below the committed offset) from a
+    producer-side one (never in the topic).
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    topic = event_topic(EVENT_TYPE)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                enable_auto_commit=False)
+    found: dict[int, list[int]] = {}
+    lines: list[str] = []
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        for tp in partitions:
+            while await consumer.position(tp) < ends[tp]:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                for record in batch.get(tp, []):
+                    try:
+                        decoded = json.loads(record.value or b"")
+                    except ValueError:
+                        continue
+                    items = decoded if isinstance(decoded, list) else [decoded]
+                    if any(isinstance(i, dict) and i.get("event_id") in missing_ids
+                           for i in items):
+                        found.setdefault(tp.partition, []).append(record.offset)
+        lines.append(f"kafka {topic} end offsets: "
+                     f"{ {tp.partition: ends[tp] for tp in partitions} }")
+    finally:
+        await consumer.stop()
+    lines.append("messages holding missing events (partition: offsets): "
+                 + (", ".join(f"{p}: {o[0]}..{o[-1]} ({len(o)} msgs)"
+                              for p, o in sorted(found.items())) or "none in the topic"))
+    lines.append(f"group committed offsets now: {await committed_offsets(settings)}")
+    return "\n".join(lines)
+
+
+def dlq_summary(letters: list[dict[str, str]]) -> str:
+    """Count dead letters by reason kind (the text before the first colon), with an example."""
+    kinds: dict[str, list[dict[str, str]]] = {}
+    for letter in letters:
+        kinds.setdefault(letter["reason"].split(":", 1)[0], []).append(letter)
+    lines = [f"dlq: {len(letters)} dead letters"]
+    for kind, group in sorted(kinds.items()):
+        lines.append(f"  {kind}: {len(group)}, e.g. {group[0]['reason'][:160]!r} "
+                     f"from {group[0]['origin']}")
+    return "\n".join(lines)
+
+
+def missing_summary(expected: Sequence[Event], logged_ids: set[str]) -> str:
+    """Say which produced events are not logged: per symbol, how many and which sequences."""
+    by_symbol: dict[str, list[int]] = {}
+    for event in expected:
+        if event.event_id not in logged_ids:
+            by_symbol.setdefault(getattr(event, "symbol", "?"), []).append(event.sequence or 0)
+    if not by_symbol:
+        return "nothing missing"
+    lines = [f"{sum(map(len, by_symbol.values()))} produced events not logged, by symbol:"]
+    for symbol, sequences in sorted(by_symbol.items()):
+        lines.append(f"  {symbol}: {len(sequences)} missing, sequences {min(sequences)}.."
+                     f"{max(sequences)}")
+    return "\n".join(lines)
 
 
 async def assert_dlq_is_exactly(redis: Redis, expected_keys: set[str]) -> list[dict[str, str]]:
@@ -245,8 +413,8 @@ async def assert_dlq_is_exactly(redis: Redis, expected_keys: set[str]) -> list[d
     """
     async def complete() -> list[dict[str, str]] | None:
         letters = await read_dlq(redis)
-        return letters if {dead_letter_key(l["payload"]) for l in letters} >= expected_keys \
-            else None
+        seen = {dead_letter_key(letter["payload"]) for letter in letters}
+        return letters if seen >= expected_keys else None
 
     letters = await async_wait_for(complete, timeout=30, interval=0.1,
                                    message=f"dlq to hold all {len(expected_keys)} dead letters")
@@ -289,7 +457,7 @@ async def test_kill_9_twice_mid_stream_loses_and_doubles_nothing(
     rounds = 100  # 30,000 valid ticks, one round every 0.2 s
     total = rounds * len(SYMBOLS) * ticks.per_symbol
 
-    first = workers.start()
+    first = start_worker(workers)
     async with Publisher(pipeline_settings) as publisher:
         producer = await raw_producer(pipeline_settings)
         try:
@@ -313,32 +481,33 @@ async def test_kill_9_twice_mid_stream_loses_and_doubles_nothing(
                 worker = first
                 for fraction in (0.15, 0.50):
                     await wait_for_log_length(redis_client, int(total * fraction), workers,
-                                              f"{fraction:.0%} before the kill")
+                                              f"{fraction:.0%} before the kill",
+                                              production=production)
                     if worker is not first:
                         redelivered_duplicates += await asyncio.to_thread(
                             metric, worker, "silvertine_dedupe_hits_total")
                     worker.kill()
                     at_kill = await log_length(redis_client)
                     assert at_kill < total, f"stream complete before the kill at {fraction:.0%}"
-                    worker = workers.start()
+                    worker = start_worker(workers)
                     # Growth past the victim's last entry: the successor resumed.
                     await wait_for_log_length(redis_client, at_kill + 1, workers,
-                                              f"progress after the kill at {fraction:.0%}")
+                                              f"progress after the kill at {fraction:.0%}",
+                                              production=production)
                 await production
             finally:
                 production.cancel()
         finally:
             await producer.stop()
 
-    expected = ticks.produced_ids | {event.event_id for event in invalid.valid}
-    await assert_log_is_exactly(redis_client, expected, workers)
+    await assert_log_is_exactly(redis_client, ticks.produced + invalid.valid, workers)
     await assert_dlq_is_exactly(redis_client, invalid.produced_keys)
     redelivered_duplicates += await asyncio.to_thread(
         metric, worker, "silvertine_dedupe_hits_total")
     assert redelivered_duplicates > 0, (
         "no restarted worker was redelivered an already-logged event: the kills never "
-        f"landed between a log write and its offset commit\n{workers.logs()}")
-    assert worker.alive(), f"the last worker died\n{workers.logs()}"
+        f"landed between a log write and its offset commit\n{worker_report(workers)}")
+    assert worker.alive(), f"the last worker died\n{worker_report(workers)}"
 
 
 async def test_kill_9_mid_mirror_loses_and_doubles_nothing(
@@ -370,13 +539,16 @@ async def test_kill_9_mid_mirror_loses_and_doubles_nothing(
     total_entries = int(await redis_client.xlen(stream))
     assert total_entries == len(ticks.produced) + 3 * 30
 
-    first = workers.start()
+    first = start_worker(workers)
 
     async def mirrored_enough() -> bool:
         return total_entries - int(await redis_client.xlen(stream)) >= 0.15 * total_entries
 
-    await async_wait_for(mirrored_enough, timeout=PROGRESS_TIMEOUT_S, interval=0.005,
-                         message=f"the mirror to move 15% of {stream}\n{workers.logs()}")
+    try:
+        await async_wait_for(mirrored_enough, timeout=PROGRESS_TIMEOUT_S, interval=0.005,
+                             message=f"the mirror to move 15% of {stream}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{worker_report(workers)}") from None
 
     # Freeze the worker, look at the pending list, and kill only if it holds
     # entries: a frozen process cannot acknowledge them behind our back.
@@ -396,9 +568,19 @@ async def test_kill_9_mid_mirror_loses_and_doubles_nothing(
             await asyncio.sleep(0.003)  # let it run a little before the next look
     first.kill()  # SIGKILL ends a stopped process too
     remaining_at_kill = int(await redis_client.xlen(stream))
+    committed_at_kill = await committed_offsets(pipeline_settings)
 
-    second = workers.start()
-    await assert_log_is_exactly(redis_client, ticks.produced_ids, workers)
+    second = start_worker(workers)
+
+    async def ingress_state() -> str:
+        pending = await redis_client.xpending(stream, INGRESS_GROUP)
+        lease = await redis_client.get(f"lease:{stream}")
+        return (f"at the kill: {pending_at_kill} pending, {remaining_at_kill} unread entries, "
+                f"committed offsets {committed_at_kill}; "
+                f"now: {await redis_client.xlen(stream)} entries, pending {pending}, "
+                f"lease {lease!r}")
+
+    await assert_log_is_exactly(redis_client, ticks.produced, workers, ingress_state)
     await assert_dlq_is_exactly(redis_client, invalid.produced_keys)
 
     async def drained() -> bool:
@@ -408,7 +590,7 @@ async def test_kill_9_mid_mirror_loses_and_doubles_nothing(
     await async_wait_for(drained, timeout=30, interval=0.1,
                          message=f"{stream} to end empty with nothing pending")
     assert 0 < remaining_at_kill < total_entries
-    assert second.alive(), f"the second worker died\n{workers.logs()}"
+    assert second.alive(), f"the second worker died\n{worker_report(workers)}"
 
 
 async def test_survivor_of_two_takes_over_after_kill_9(
@@ -428,7 +610,7 @@ async def test_survivor_of_two_takes_over_after_kill_9(
     and nothing lands in ``dlq``.
     """
     ticks = TickSource(SYMBOLS, source="feed-c", per_symbol=10)  # 200 events per round
-    left, right = workers.start(), workers.start()
+    left, right = start_worker(workers), start_worker(workers)
     stop = asyncio.Event()
     async with Publisher(pipeline_settings) as publisher:
         async def send_round(_: int) -> None:
@@ -448,7 +630,7 @@ async def test_survivor_of_two_takes_over_after_kill_9(
                 await async_wait_for(both_got_work, timeout=PROGRESS_TIMEOUT_S, interval=0.2,
                                      message="both workers of the group to consume events")
             except AssertionError as exc:
-                raise AssertionError(f"{exc}\n{workers.logs()}") from None
+                raise AssertionError(f"{exc}\n{worker_report(workers)}") from None
             right.kill()
             produced_at_kill = len(ticks.produced)
             first_after_kill = dict(ticks.next_sequence)
@@ -461,8 +643,8 @@ async def test_survivor_of_two_takes_over_after_kill_9(
                 tail = await redis_client.xrevrange(log_stream(EVENT_TYPE),
                                                     count=10 * len(SYMBOLS) * ticks.per_symbol)
                 latest: dict[str, int] = {}
-                for _, fields in tail:
-                    event = json.loads(fields[b"event"])
+                for _, fields in tail or []:
+                    event = json.loads(fields[b"event"])  # type: ignore[index]  # bytes keys
                     latest[event["symbol"]] = max(latest.get(event["symbol"], 0),
                                                   event["sequence"])
                 return all(latest.get(s, 0) >= first_after_kill[s] for s in SYMBOLS)
@@ -472,12 +654,12 @@ async def test_survivor_of_two_takes_over_after_kill_9(
                                      interval=0.2,
                                      message="the survivor to log every symbol past the kill")
             except AssertionError as exc:
-                raise AssertionError(f"{exc}\n{workers.logs()}") from None
+                raise AssertionError(f"{exc}\n{worker_report(workers)}") from None
         finally:
             stop.set()
             await production
 
     assert len(ticks.produced) > produced_at_kill
-    await assert_log_is_exactly(redis_client, ticks.produced_ids, workers)
+    await assert_log_is_exactly(redis_client, ticks.produced, workers)
     assert await read_dlq(redis_client) == [], "dead letters although every event was valid"
-    assert left.alive(), f"the survivor died\n{workers.logs()}"
+    assert left.alive(), f"the survivor died\n{worker_report(workers)}"
