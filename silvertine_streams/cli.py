@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -85,15 +86,28 @@ def stack_status() -> None:
 
 
 @main.command()
+@click.option("--no-supervise", is_flag=True, hidden=True,
+              help="run the Faust worker in this process (what the supervisor starts)")
 @_fails_cleanly
-def worker() -> None:
-    """Run a Faust worker of the pipeline (joins the consumer group SILVERTINE_APP_ID)."""
-    import faust
+def worker(no_supervise: bool) -> None:
+    """Run a Faust worker of the pipeline (joins the consumer group SILVERTINE_APP_ID).
 
-    from silvertine_streams.app import create_app
+    The worker runs in a child process that is restarted when it exits on its own.
+    """
     from silvertine_streams.embedded import resolve_settings_with_stack
 
     settings = resolve_settings_with_stack(_settings())
+    if not no_supervise:
+        from silvertine_streams.settings import settings_env
+        from silvertine_streams.supervisor import supervise
+
+        child = [sys.executable, "-m", "silvertine_streams", "worker", "--no-supervise"]
+        sys.exit(supervise(child, settings_env(settings, os.environ)))
+
+    import faust
+
+    from silvertine_streams.app import create_app
+
     app = create_app(settings)
     faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
 

@@ -45,13 +45,14 @@ from silvertine_streams.observability.metrics import (
     CLOCK_OFFSET,
     CLOCK_SYNCHRONISED,
     MEMORY_THROTTLED,
-    OFFSET_SEEKS,
+    OFFSET_HOLES,
     TypeMetrics,
     register_sink_retries,
     serve_metrics,
 )
 from silvertine_streams.sinks.canonical_log import CanonicalLogSink
 from silvertine_streams.sinks.dead_letters import DeadLetter, DeadLetterSink
+from silvertine_streams.supervisor import request_restart
 from silvertine_streams.topics import DLQ_TOPIC, EVENT_TYPES, event_topic
 
 if TYPE_CHECKING:
@@ -147,16 +148,14 @@ def register_agents(app: SilvertineApp) -> None:
                 pipelines[topic].forget_partitions(partitions)
 
     @app.timer(0.01)
-    async def _housekeeping() -> None:
-        # Reorder windows expire by time even when no message arrives, and a
-        # re-read that has not started (Faust dropped it) is sought again.
+    async def _release_expired() -> None:
+        # Reorder windows expire by time even when no message arrives.
         now = time.monotonic()
         for pipeline in pipelines.values():
             for state in pipeline.due_partitions(now):
                 async with pipeline.lock:
                     await pipeline.expire(state)
-            for state in pipeline.seeking_partitions(now, every_s=1.0):
-                await _seek(app, state)
+
 
     register_sink_retries(log_sinks)
     _register_mirrors(app, redis, dead_letter_sink)
@@ -258,8 +257,7 @@ def _register_agent(
                 await _relieve_memory()
             highwater = app.consumer.highwater(message.tp) or 0
             lag = max(0, highwater - message.offset - 1)
-            stale_copy = state.parked.pop(message.offset, None)
-            ack = event.ack if stale_copy is None else partial(_ack_both, event, stale_copy)
+            ack = event.ack
             try:
                 async with pipeline.lock:
                     outcome = await pipeline.process(
@@ -281,35 +279,28 @@ def _register_agent(
 
 
 async def _in_turn(app: SilvertineApp, state: PartitionState, event: Any) -> bool:
-    """Whether ``event`` is the partition's next message; else skip it (and maybe seek)."""
+    """Whether ``event`` is the partition's next message; if not, it is not processed.
+
+    A redelivery of a processed message is acknowledged and dropped. A message
+    that arrives before its predecessors (a hole) is neither processed nor
+    acknowledged, and the worker restarts its consumer (the supervisor of
+    ``silvertine worker`` starts it again), which re-reads from the committed
+    offset: commits never pass a hole (``app.py``), so nothing is lost.
+    """
     message = event.message
     action = state.offsets.check(message.offset)
     if action is OffsetAction.PROCESS:
         return True
-    if state.offsets.next_offset is not None and message.offset < state.offsets.next_offset:
-        event.ack()  # a redelivery of a message already processed
+    if action is OffsetAction.SKIP:
+        event.ack()
         return False
-    # Ahead of a re-read: acknowledged together with its re-read copy.
-    state.parked[message.offset] = event
-    if action is OffsetAction.SEEK:
-        target = state.offsets.next_offset
-        OFFSET_SEEKS.inc()
-        log.warning("%s jumped to offset %s; re-reading from %s", message.tp,
-                    message.offset, target)
-        await _seek(app, state)
+    OFFSET_HOLES.inc()
+    if state.offsets.holes == 1:
+        log.error("%s delivered offset %s before %s: restarting the consumer to re-read "
+                  "from the committed offset", message.tp, message.offset,
+                  state.offsets.next_offset)
+        request_restart()
     return False
-
-
-async def _seek(app: SilvertineApp, state: PartitionState) -> None:
-    state.sought_at = time.monotonic()
-    target = state.offsets.next_offset
-    if target is not None:
-        await app.consumer.seek(state.tp, target)
-
-
-def _ack_both(event: Any, stale_copy: Any) -> None:
-    event.ack()
-    stale_copy.ack()
 
 
 def _committed_offset(app: SilvertineApp, tp: Any) -> int | None:

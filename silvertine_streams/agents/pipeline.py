@@ -99,9 +99,6 @@ class PartitionState:
     buffer: ReorderBuffer[Pending]
     offsets: OffsetGuard
     tp: Any = None
-    parked: dict[int, Any] = field(default_factory=dict)
-    """Messages skipped ahead of a re-read, by offset: acknowledged with their re-read copy."""
-    sought_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -204,10 +201,6 @@ class EventPipeline:
             self._partitions[partition] = state
         return state
 
-    def seeking_partitions(self, now: float, every_s: float) -> list[PartitionState]:
-        """Return partitions waiting for a re-read that was sought ``every_s`` ago or more."""
-        return [s for s in self._partitions.values()
-                if s.offsets.seeking and now - s.sought_at >= every_s]
 
     def forget_partitions(self, partitions: Sequence[int] | None = None) -> None:
         """Drop the state of revoked partitions (all when None).

@@ -76,8 +76,8 @@ LANE_PAUSES = Counter(
     "silvertine_lane_pauses", "Times lower lanes were paused for critical work",
     registry=REGISTRY,
 )
-OFFSET_SEEKS = Counter(
-    "silvertine_offset_seeks", "Partitions re-read because offsets arrived out of turn",
+OFFSET_HOLES = Counter(
+    "silvertine_offset_holes", "Messages delivered before their predecessors (consumer restarted)",
     registry=REGISTRY,
 )
 MEMORY_THROTTLED = Counter(
