@@ -1,10 +1,9 @@
 """``silvertine worker`` supervises its Faust worker process and restarts it.
 
 The Faust worker runs as a child process. When it exits without having been
-asked to (a crash, or a restart it requested itself because its consumer
-delivered messages out of turn: see :mod:`silvertine_streams.domain.offsets`),
-the supervisor starts it again after a short backoff; the new consumer resumes
-from the group's committed offsets, which never pass an unprocessed message.
+asked to (a crash), the supervisor starts it again after a short backoff; the
+new consumer resumes from the group's committed offsets, which never pass an
+unprocessed message.
 SIGTERM or SIGINT to the supervisor stops the child and then the supervisor.
 A configuration error (exit status 2) is not retried.
 """
@@ -27,11 +26,6 @@ log = logging.getLogger(__name__)
 CONFIG_ERROR_EXIT = 2
 _HEALTHY_RUN_S = 60.0
 _MAX_BACKOFF_S = 10.0
-
-
-def request_restart() -> None:
-    """Ask this worker process to stop gracefully, so its supervisor starts a new one."""
-    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def supervise(child_argv: Sequence[str], env: dict[str, str] | None = None) -> int:

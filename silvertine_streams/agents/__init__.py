@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 
+from silvertine_streams.agents.holes import HoleFiller, as_faust_message
 from silvertine_streams.agents.lanes import LaneController
 from silvertine_streams.agents.pipeline import EventPipeline, PartitionState
 from silvertine_streams.agents.policies import lanes, pipeline_policies
@@ -52,7 +53,6 @@ from silvertine_streams.observability.metrics import (
 )
 from silvertine_streams.sinks.canonical_log import CanonicalLogSink
 from silvertine_streams.sinks.dead_letters import DeadLetter, DeadLetterSink
-from silvertine_streams.supervisor import request_restart
 from silvertine_streams.topics import DLQ_TOPIC, EVENT_TYPES, event_topic
 
 if TYPE_CHECKING:
@@ -116,6 +116,7 @@ def register_agents(app: SilvertineApp) -> None:
     lane_of = lanes(settings)
     controller = LaneController(settings.lane_max_pause_s)
     memory = MemoryGuard(settings.memory_limit_mb * 1024 * 1024)
+    filler = HoleFiller(settings)
     pipelines: dict[str, EventPipeline] = {}
     log_sinks: list[CanonicalLogSink] = []
     for type_name in EVENT_TYPES:
@@ -136,7 +137,8 @@ def register_agents(app: SilvertineApp) -> None:
             pending_system_events=pending_system_events,
         )
         pipelines[event_topic(type_name)] = pipeline
-        _register_agent(app, type_name, pipeline, controller, lane_of[type_name], memory)
+        _register_agent(app, type_name, pipeline, controller, lane_of[type_name], memory,
+                        filler)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's stub wants signal=
     async def _forget_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
@@ -222,6 +224,7 @@ def _register_agent(
     controller: LaneController,
     lane: EventPriority,
     memory: MemoryGuard,
+    filler: HoleFiller,
 ) -> None:
     settings = app.settings
     topic = app.topic(event_topic(type_name), key_serializer="raw", value_serializer="raw",
@@ -247,7 +250,7 @@ def _register_agent(
             state = pipeline.partition(
                 message.partition, partial(_stored_marks, table, key),
                 partial(_committed_offset, app, message.tp), message.tp)
-            if not await _in_turn(app, state, event):
+            if not await _in_turn(app, pipeline, state, event, filler):
                 continue
             if critical:
                 controller.in_flight += 1
@@ -278,14 +281,18 @@ def _register_agent(
     app.agent(topic, name=f"silvertine.pipeline.{type_name}")(agent)
 
 
-async def _in_turn(app: SilvertineApp, state: PartitionState, event: Any) -> bool:
-    """Whether ``event`` is the partition's next message; if not, it is not processed.
+async def _in_turn(
+    app: SilvertineApp, pipeline: EventPipeline, state: PartitionState, event: Any,
+    filler: HoleFiller,
+) -> bool:
+    """Whether to process ``event``; fill a hole before it first.
 
     A redelivery of a processed message is acknowledged and dropped. A message
-    that arrives before its predecessors (a hole) is neither processed nor
-    acknowledged, and the worker restarts its consumer (the supervisor of
-    ``silvertine worker`` starts it again), which re-reads from the committed
-    offset: commits never pass a hole (``app.py``), so nothing is lost.
+    that arrives before its predecessors (a hole) is processed after them: the
+    missing offsets are read directly (:mod:`silvertine_streams.agents.holes`).
+    If they cannot be read, the message is processed anyway and the consumer
+    never commits past the hole (``app.py``), so the missing messages are read
+    again after the next restart rather than lost.
     """
     message = event.message
     action = state.offsets.check(message.offset)
@@ -295,12 +302,23 @@ async def _in_turn(app: SilvertineApp, state: PartitionState, event: Any) -> boo
         event.ack()
         return False
     OFFSET_HOLES.inc()
-    if state.offsets.holes == 1:
-        log.error("%s delivered offset %s before %s: restarting the consumer to re-read "
-                  "from the committed offset", message.tp, message.offset,
-                  state.offsets.next_offset)
-        request_restart()
-    return False
+    start = state.offsets.next_offset
+    assert start is not None
+    log.warning("%s delivered offset %s before %s; reading the hole directly",
+                message.tp, message.offset, start)
+    records = await filler.fetch(message.tp.topic, message.tp.partition, start,
+                                 message.offset)
+    for record in records:
+        filled = as_faust_message(record, message.tp)
+        async with pipeline.lock:
+            await pipeline.process(record.value, state, record.partition, record.offset,
+                                   partial(filled.ack, app.consumer),
+                                   record.timestamp / 1000.0, 0)
+    if len(records) < message.offset - start:
+        log.error("%s: read %s of the %s missing messages; commits stay before the hole",
+                  message.tp, len(records), message.offset - start)
+    state.offsets.next_offset = message.offset + 1
+    return True
 
 
 def _committed_offset(app: SilvertineApp, tp: Any) -> int | None:

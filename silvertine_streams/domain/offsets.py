@@ -4,13 +4,15 @@ Our topics are neither compacted nor transactional, so a partition's offsets
 arrive contiguously. Faust, however, can deliver a later offset first after a
 rebalance or restart (records fetched before its seek to the committed
 offsets), and would turn the jump into a "gap" it commits past: the skipped
-messages would be lost. The engine refuses such commits (see ``app.py``); this
-guard tells the agent when a jump happened, and the worker then restarts its
-consumer, which reads again from the committed offset (the hole's start).
+messages would be lost. The engine refuses such commits (see ``app.py``), so
+a hole holds the partition's commit back and the messages in it are read again
+after the next restart; this guard tells the agent when a jump happened (it is
+counted and logged) and when a message is a redelivery of one already processed.
 
-Re-reading in place with ``seek`` proved unreliable inside Faust: its fetch
-loop drops records below a read position that messages still in flight keep
-pushing up.
+Neither re-reading in place with ``seek`` (Faust's fetch loop drops records
+below a read position that in-flight messages keep pushing up) nor restarting
+the consumer (on Tansu the restarted consumer jumped again, every time) closed
+holes reliably in our fault tests.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ class OffsetAction(enum.Enum):
     SKIP = "skip"
     """Already processed (a redelivery): acknowledge, do not process."""
     HOLE = "hole"
-    """Offsets before this one were never delivered: do not process; restart the consumer."""
+    """Offsets before this one were not delivered (yet)."""
 
 
 class OffsetGuard:

@@ -21,7 +21,7 @@ def test_unknown_start_takes_the_first_offset() -> None:
     assert guard.next_offset == 9
 
 
-def test_a_jump_is_a_hole_and_nothing_after_it_is_processed() -> None:
+def test_a_jump_is_reported_as_a_hole() -> None:
     guard = OffsetGuard(84)
     assert run(guard, [94, 95, 96]) == [H, H, H]
     assert guard.next_offset == 84 and guard.holes == 3

@@ -1,0 +1,70 @@
+"""Read the messages Faust skipped, so a partition is processed without holes.
+
+After a rebalance or restart Faust can deliver a partition's later offsets
+first (records fetched before its seek to the committed offsets) and never
+deliver the ones in between. The agent notices the jump (domain/offsets.py) and
+asks :class:`HoleFiller` for the missing offsets: a group-less aiokafka consumer
+reads exactly that range, and the agent processes it before the message that
+jumped. The filled messages are acknowledged through Faust's own consumer, so
+commits advance over them as over any processed message.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.types.tuples import ConsumerMessage
+
+from silvertine_streams.settings import Settings
+
+
+class HoleFiller:
+    """Fetches an offset range of one partition on demand (started on first use)."""
+
+    def __init__(self, settings: Settings, timeout_s: float = 10.0) -> None:
+        self._settings = settings
+        self._timeout_s = timeout_s
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def fetch(self, topic: str, partition: int, start: int, end: int) -> list[Any]:
+        """Return the records at offsets ``start`` .. ``end - 1`` (fewer on timeout)."""
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self._settings.kafka_bootstrap, group_id=None,
+                enable_auto_commit=False, fetch_max_wait_ms=self._settings.fetch_wait_ms,
+            )
+            await consumer.start()
+            self._consumer = consumer
+        consumer = self._consumer
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        records: list[Any] = []
+        deadline = time.monotonic() + self._timeout_s
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(tp, timeout_ms=200)
+            for record in batch.get(tp, []):
+                if start <= record.offset < end:
+                    records.append(record)
+            if records and records[-1].offset >= end - 1:
+                break
+            if any(r.offset >= end for r in batch.get(tp, [])):
+                break
+        return records
+
+    async def close(self) -> None:
+        """Stop the consumer."""
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+
+def as_faust_message(record: Any, tp: Any) -> ConsumerMessage:
+    """Wrap a fetched record so that acknowledging it marks its offset in Faust."""
+    return ConsumerMessage(
+        record.topic, record.partition, record.offset, record.timestamp / 1000.0,
+        record.timestamp_type, record.headers, record.key, record.value, record.checksum,
+        tp=tp,
+    )
