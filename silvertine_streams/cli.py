@@ -129,5 +129,15 @@ def demo(seconds: float, symbols: int, rate: float, headless: bool) -> None:
                       live_view=not headless))
 
 
+def _register_operations() -> None:
+    # replay, rewind, audit, dlq, monitor: silvertine_streams/cli_ops.py
+    from silvertine_streams.cli_ops import register_ops
+
+    register_ops(main)
+
+
+_register_operations()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,7 +1,7 @@
 -- Idempotent batch append to a canonical log (silvertine_streams.sinks.canonical_log).
 --
 -- KEYS[1]  log stream            log:<type>
--- KEYS[2]  current dedupe bucket ids:<type>:<b>      hash event_id -> fingerprint
+-- KEYS[2]  current dedupe bucket ids:<type>:<b>      hash event_id -> "fingerprint|entry id"
 -- KEYS[3]  previous dedupe bucket ids:<type>:<b-1>
 -- ARGV[1]  the batch, msgpack: a flat array id, fingerprint, event_json, origin, id, ...
 --          (strings: the cmsgpack of Redis 6.2 cannot read msgpack bin)
@@ -10,6 +10,10 @@
 -- Returns one character per record, in order: W written, D duplicate (same id and
 -- fingerprint already logged), C conflict (same id, other fingerprint; the first
 -- write won and stays).
+--
+-- The index value carries the log entry id so an audit finds the entry with one HGET
+-- and one XRANGE instead of scanning the log. A value without "|" (written before
+-- entry ids were recorded) holds the fingerprint alone and still dedupes.
 --
 -- Everything runs atomically, so a redelivered batch writes nothing twice. The
 -- bucket keys come from the client (its clock picks the bucket) so the script is
@@ -38,18 +42,28 @@ for s = 1, n, STEP do
 end
 
 -- seen catches a duplicate inside this batch, which the HMGETs above cannot.
+local function fingerprint_of(value)
+  local bar = string.find(value, '|', 1, true)
+  if bar then return string.sub(value, 1, bar - 1) end
+  return value
+end
+
 local seen, out, new = {}, {}, {}
 for i = 1, n do
   local j = 4 * i - 3
   local id, fp = recs[j], recs[j + 1]
-  local known = seen[id] or cur[i] or prev[i]
+  local known = seen[id]
+  if not known then
+    local stored = cur[i] or prev[i]
+    if stored then known = fingerprint_of(stored) end
+  end
   if known then
     if known == fp then out[i] = 'D' else out[i] = 'C' end
   else
-    redis.call('XADD', KEYS[1], '*', 'event', recs[j + 2], 'origin', recs[j + 3])
+    local entry = redis.call('XADD', KEYS[1], '*', 'event', recs[j + 2], 'origin', recs[j + 3])
     seen[id] = fp
     new[#new + 1] = id
-    new[#new + 1] = fp
+    new[#new + 1] = fp .. '|' .. entry
     out[i] = 'W'
   end
 end

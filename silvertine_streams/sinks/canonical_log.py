@@ -7,7 +7,9 @@ worker's ``kill -9`` writes nothing twice, even if the worker lost its own
 dedupe state: the sink does not rely on any Faust table having been committed.
 
 The dedupe index is a hash per time bucket, ``ids:<type>:<b>`` with
-``b = floor(now_s / window_s)``, mapping ``event_id -> fingerprint``. A write
+``b = floor(now_s / window_s)``, mapping ``event_id -> "<fingerprint>|<entry id>"``
+(the log entry the id was written to, so ``silvertine audit`` finds it with
+one HGET and one XRANGE; see :func:`split_index_value`). A write
 consults the current and the previous bucket and records new ids in the
 current one, which expires ``2 * window_s`` after its last write. Guarantee: a
 duplicate is caught for at least ``window_s`` after the first write of its id
@@ -82,6 +84,17 @@ class LogRecord(NamedTuple):
     fingerprint: str
     event_json: bytes
     origin: str
+
+
+def split_index_value(value: bytes | str) -> tuple[str, str | None]:
+    """Split a dedupe index value into ``(fingerprint, log entry id)``.
+
+    Values written before entry ids were recorded hold the fingerprint alone:
+    their entry id is None.
+    """
+    text = value.decode() if isinstance(value, bytes) else value
+    fingerprint, bar, entry_id = text.partition("|")
+    return fingerprint, (entry_id if bar else None)
 
 
 @cache

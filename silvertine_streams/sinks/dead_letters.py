@@ -2,7 +2,13 @@
 
 Each letter becomes one entry with the fields ``payload`` (the bytes as
 received), ``reason`` (for a person) and ``origin`` (where it was read). A
-batch goes in one ``MULTI``/``EXEC`` pipeline, so it lands whole or not at all.
+batch goes in one Lua script call, so it lands whole or not at all.
+
+For ``silvertine audit``, the same call records which entries hold each event
+id: the hash ``dlq:ids`` maps ``event_id`` (read from the payload when it is a
+JSON object with a string ``event_id``) to its dead-letter entry ids,
+space-separated, oldest first. ``silvertine dlq requeue`` and ``purge`` keep it
+in step when they delete entries.
 
 Delivery is at least once: like the canonical-log sink, ``write()`` retries a
 Redis outage until it succeeds (an invalid event must not be lost either), and
@@ -19,12 +25,49 @@ from collections.abc import Sequence
 from functools import partial
 from typing import NamedTuple
 
+import msgspec
 from redis.asyncio import Redis
 
 from silvertine_streams.sinks.keys import DLQ_STREAM
 from silvertine_streams.sinks.retry import Backoff, retry_transient
 
 log = logging.getLogger(__name__)
+
+DLQ_INDEX = "dlq:ids"
+"""Hash ``event_id -> "<dlq entry id> <dlq entry id> ..."`` (oldest first)."""
+
+# ARGV: payload, reason, origin, event_id ('' = none), ... (4 per letter).
+# Plain arguments rather than one msgpack blob: payloads may be any bytes, and
+# dead letters are rare enough that redis-py's per-argument cost does not matter.
+_WRITE_LETTERS = """
+for i = 1, #ARGV, 4 do
+  local entry = redis.call('XADD', KEYS[1], '*',
+    'payload', ARGV[i], 'reason', ARGV[i + 1], 'origin', ARGV[i + 2])
+  local event_id = ARGV[i + 3]
+  if event_id ~= '' then
+    local known = redis.call('HGET', KEYS[2], event_id)
+    if known then entry = known .. ' ' .. entry end
+    redis.call('HSET', KEYS[2], event_id, entry)
+  end
+end
+return #ARGV / 4
+"""
+
+
+class _EventIdOnly(msgspec.Struct):
+    event_id: str | None = None
+
+
+_ID_DECODER = msgspec.json.Decoder(_EventIdOnly)
+
+
+def payload_event_id(payload: bytes) -> str | None:
+    """Return the ``event_id`` of a payload that is a JSON object holding one, else None."""
+    try:
+        found = _ID_DECODER.decode(payload).event_id
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    return found or None
 
 
 class DeadLetter(NamedTuple):
@@ -66,6 +109,8 @@ class DeadLetterSink:
         self._redis = redis
         self._backoff = Backoff(initial_s=min(0.05, retry_max_s), max_s=retry_max_s)
         self._closing = asyncio.Event()
+        # redis-py's Script reloads the script itself after NOSCRIPT (a Redis restart).
+        self._script = redis.register_script(_WRITE_LETTERS)
 
     @property
     def closing(self) -> bool:
@@ -95,11 +140,11 @@ class DeadLetterSink:
         self.written += len(letters)
 
     async def _call(self, letters: Sequence[DeadLetter]) -> None:
-        """Make one attempt: every XADD in one MULTI/EXEC round trip."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            for payload, reason, origin in letters:
-                pipe.xadd(self.stream, {"payload": payload, "reason": reason, "origin": origin})
-            await pipe.execute()
+        """Make one attempt: every XADD and index update in one atomic script call."""
+        args: list[bytes | str] = []
+        for payload, reason, origin in letters:
+            args.extend((payload, reason, origin, payload_event_id(payload) or ""))
+        await self._script(keys=[self.stream, DLQ_INDEX], args=args)
 
     def _on_retry(self, error: BaseException, attempt: int, delay_s: float) -> None:
         self.retries += 1

@@ -13,6 +13,7 @@ import signal
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import exceptions as redis_errors
@@ -32,6 +33,7 @@ from silvertine_streams.sinks import (
     WriteStatus,
 )
 from silvertine_streams.sinks import canonical_log as canonical_log_module
+from silvertine_streams.sinks.canonical_log import split_index_value
 from silvertine_streams.sinks.keys import DLQ_STREAM, dedupe_bucket, log_stream
 from tests.helpers import async_wait_for
 
@@ -113,10 +115,35 @@ async def test_same_id_other_fingerprint_is_a_conflict_and_the_first_write_stays
 
     entries = await logged(redis_client)
     assert [e[b"event"] for e in entries] == [first.event_json, record(2).event_json]
+    head: Any = await redis_client.xrange(LOG, count=1)
+    first_entry_id: bytes = head[0][0]
     assert await redis_client.hget(dedupe_bucket("order", 100), "o-1") == (
-        first.fingerprint.encode()
+        first.fingerprint.encode() + b"|" + first_entry_id
     )
     assert sink.conflicts == 1
+
+
+async def test_the_index_records_each_ids_log_entry_for_audit(redis_client: Redis) -> None:
+    sink = CanonicalLogSink(redis_client, "order", window_s=60, clock=FakeClock(6_000.0))
+    batch = [record(n) for n in range(3)]
+    await sink.write(batch + [batch[0]])
+
+    entries: Any = await redis_client.xrange(LOG)
+    for rec, (entry_id, fields) in zip(batch, entries, strict=True):
+        value = await redis_client.hget(dedupe_bucket("order", 100), rec.event_id)
+        assert value is not None
+        assert split_index_value(value) == (rec.fingerprint, entry_id.decode())
+        assert fields[b"event"] == rec.event_json
+
+
+async def test_index_values_without_entry_id_still_dedupe(redis_client: Redis) -> None:
+    # Buckets written before entry ids were recorded hold the fingerprint alone.
+    sink = CanonicalLogSink(redis_client, "order", window_s=60, clock=FakeClock(6_000.0))
+    old = record(1)
+    await redis_client.hset(dedupe_bucket("order", 99), old.event_id, old.fingerprint)
+
+    assert await sink.write([old, record(1, price="5.0"), record(2)]) == [D, C, W]
+    assert split_index_value(old.fingerprint) == (old.fingerprint, None)
 
 
 async def test_duplicates_inside_one_batch(redis_client: Redis) -> None:

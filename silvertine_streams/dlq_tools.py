@@ -1,0 +1,373 @@
+"""Work with the dead-letter stream ``dlq``: list, requeue, purge.
+
+* **list** reads entries (optionally by reason) with what can be read from the
+  payload: its ``event_type`` and ``event_id``.
+* **requeue** re-submits payloads to the ingress stream ``events:<type>`` of
+  the type the payload names. One Lua call per batch adds the ingress entry and
+  only then deletes the dead letter, atomically: a requeue is never lost half
+  way. A payload that fails again comes back to ``dlq`` with its new reason
+  (origin ``events:<type>/<entry id>``). A payload without ``event_id`` gets a
+  stable one (``requeued:<origin>:<digest of the payload>``), so requeueing
+  two copies of one letter (dead letters are at least once) logs it once.
+  Payloads whose type cannot be read stay in ``dlq``; the result says why.
+* **purge** deletes entries older than a time, with the index kept in step.
+
+Deleting keeps the ``dlq:ids`` index (event id -> entry ids) consistent, and a
+requeue records ``event_id -> "<dlq entry> events:<type>/<new entry>"`` in
+``dlq:requeued`` for ``silvertine audit``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from silvertine_streams.replay.reader import datetime_to_ms, entry_datetime, raw_client
+from silvertine_streams.sinks.dead_letters import DLQ_INDEX, payload_event_id
+from silvertine_streams.topics import DLQ_STREAM, EVENT_TYPES, ingress_stream
+
+DLQ_REQUEUED = "dlq:requeued"
+"""Hash ``event_id -> "<dlq entry id> events:<type>/<entry id>; ..."``: requeue history."""
+
+PAGE = 1000
+_ENCODE_ID = msgspec.json.Encoder().encode
+
+# Shared by requeue and purge: drop one entry id from an event's index value.
+_UNINDEX = """
+local function unindex(index, event_id, entry)
+  if event_id == '' then return end
+  local known = redis.call('HGET', index, event_id)
+  if not known then return end
+  local kept = {}
+  for token in string.gmatch(known, '%S+') do
+    if token ~= entry then kept[#kept + 1] = token end
+  end
+  if #kept == 0 then redis.call('HDEL', index, event_id)
+  else redis.call('HSET', index, event_id, table.concat(kept, ' ')) end
+end
+"""
+
+# KEYS: dlq, dlq:ids, dlq:requeued, then the ingress streams of EVENT_TYPES.
+# ARGV: per letter: dlq entry id, 1-based type index (into KEYS[3 + i]), payload,
+# the event id the index knows it by ('' = none), the event id it is requeued as.
+# Returns the new ingress entry id per letter, or '' when the letter was gone.
+_REQUEUE = _UNINDEX + """
+local out = {}
+for i = 1, #ARGV, 5 do
+  local entry, stream = ARGV[i], KEYS[3 + tonumber(ARGV[i + 1])]
+  local payload, indexed_as, requeued_as = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  if #redis.call('XRANGE', KEYS[1], entry, entry) == 0 then
+    out[#out + 1] = ''
+  else
+    local added = redis.call('XADD', stream, '*', 'event', payload)
+    redis.call('XDEL', KEYS[1], entry)
+    unindex(KEYS[2], indexed_as, entry)
+    local note = entry .. ' ' .. stream .. '/' .. added
+    local history = redis.call('HGET', KEYS[3], requeued_as)
+    if history then note = history .. '; ' .. note end
+    redis.call('HSET', KEYS[3], requeued_as, note)
+    out[#out + 1] = added
+  end
+end
+return out
+"""
+
+# KEYS: dlq, dlq:ids. ARGV: pairs of dlq entry id, event_id. Returns entries deleted.
+_PURGE = _UNINDEX + """
+local deleted = 0
+for i = 1, #ARGV, 2 do
+  deleted = deleted + redis.call('XDEL', KEYS[1], ARGV[i])
+  unindex(KEYS[2], ARGV[i + 1], ARGV[i])
+end
+return deleted
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterEntry:
+    """One entry of ``dlq``.
+
+    Attributes:
+        entry_id: the stream entry id (its ms is when the letter was written).
+        payload: the bytes as received.
+        reason: ``code: text``.
+        origin: where it was read (``silvertine.<type>/<p>/<offset>`` or ``events:<type>/<id>``).
+    """
+
+    entry_id: str
+    payload: bytes
+    reason: str
+    origin: str
+
+    @property
+    def at(self) -> datetime:
+        """When the letter was written."""
+        return entry_datetime(self.entry_id)
+
+    @property
+    def code(self) -> str:
+        """The reason's code, e.g. ``invalid`` or ``id_conflict``."""
+        return self.reason.split(":", 1)[0].strip()
+
+    @property
+    def event_id(self) -> str | None:
+        """The payload's ``event_id``, if it has one."""
+        return payload_event_id(self.payload)
+
+    @property
+    def event_type(self) -> str | None:
+        """The payload's ``event_type`` when it is one the engine knows, else None."""
+        found = _payload_field(self.payload, "event_type")
+        return found if isinstance(found, str) and found in EVENT_TYPES else None
+
+
+def reason_matches(reason: str, wanted: str | None) -> bool:
+    """Tell whether ``reason`` has the code ``wanted`` or contains it (case-insensitive)."""
+    if not wanted:
+        return True
+    wanted = wanted.strip().lower()
+    text = reason.lower()
+    return text.split(":", 1)[0].strip() == wanted or wanted in text
+
+
+async def iter_dead_letters(
+    redis: Redis, start: str = "-", end: str = "+", *, newest_first: bool = False,
+    page: int = PAGE,
+) -> AsyncIterator[DeadLetterEntry]:
+    """Yield the entries of ``dlq`` between two ids (inclusive), in either order."""
+    raw = raw_client(redis)
+    low, high = start, end
+    while True:
+        if newest_first:
+            reply = await raw.execute_command("XREVRANGE", DLQ_STREAM, high, low, "COUNT", page)
+        else:
+            reply = await raw.execute_command("XRANGE", DLQ_STREAM, low, high, "COUNT", page)
+        if not reply:
+            return
+        for entry_id, fields in reply:
+            yield parse_entry(entry_id, fields)
+        if len(reply) < page:
+            return
+        last = _text(reply[-1][0])
+        if newest_first:
+            preceding = _preceding_id(last)
+            if preceding is None:
+                return
+            high = preceding
+        else:
+            ms, _, seq = last.partition("-")
+            low = f"{ms}-{int(seq) + 1}"
+
+
+async def list_dead_letters(
+    redis: Redis, reason: str | None = None, limit: int | None = None,
+) -> list[DeadLetterEntry]:
+    """Return dead letters matching ``reason``, newest first, at most ``limit``."""
+    found: list[DeadLetterEntry] = []
+    async for entry in iter_dead_letters(redis, newest_first=True):
+        if reason_matches(entry.reason, reason):
+            found.append(entry)
+            if limit is not None and len(found) >= limit:
+                break
+    return found
+
+
+async def reason_counts(redis: Redis) -> dict[str, int]:
+    """Return how many dead letters there are per reason code."""
+    counts: dict[str, int] = {}
+    async for entry in iter_dead_letters(redis):
+        counts[entry.code] = counts.get(entry.code, 0) + 1
+    return counts
+
+
+@dataclass(slots=True)
+class RequeueResult:
+    """What a requeue did.
+
+    Attributes:
+        requeued: ``(dlq entry id, "events:<type>/<new entry id>", event id)``.
+        kept: ``(dlq entry id, why it stays)``.
+        missing: ids asked for that are not (or no longer) in ``dlq``.
+    """
+
+    requeued: list[tuple[str, str, str]] = field(default_factory=list)
+    kept: list[tuple[str, str]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+async def requeue(
+    redis: Redis, ids: Sequence[str] = (), reason: str | None = None, *, everything: bool = False,
+) -> RequeueResult:
+    """Re-submit dead letters to their ingress stream and delete them from ``dlq``.
+
+    Args:
+        redis: the Redis of the DLQ and the ingress streams.
+        ids: dlq entry ids to requeue.
+        reason: requeue every letter whose reason matches (see :func:`reason_matches`).
+        everything: requeue every letter (when neither ``ids`` nor ``reason`` is given).
+
+    Raises:
+        ValueError: none of ``ids``, ``reason``, ``everything`` was given.
+    """
+    if not ids and not reason and not everything:
+        raise ValueError("say which letters: entry ids, a reason, or everything")
+    result = RequeueResult()
+    selected: list[DeadLetterEntry] = []
+    if ids:
+        for wanted in dict.fromkeys(ids):
+            entry = await _read_one(redis, wanted)
+            if entry is None:
+                result.missing.append(wanted)
+            elif reason_matches(entry.reason, reason):
+                selected.append(entry)
+    else:
+        async for entry in iter_dead_letters(redis):
+            if reason_matches(entry.reason, reason):
+                selected.append(entry)
+    script = redis.register_script(_REQUEUE)
+    keys = [DLQ_STREAM, DLQ_INDEX, DLQ_REQUEUED] + [ingress_stream(t) for t in EVENT_TYPES]
+    for start in range(0, len(selected), PAGE):
+        batch: list[tuple[DeadLetterEntry, str, str]] = []
+        args: list[bytes | str | int] = []
+        for entry in selected[start:start + PAGE]:
+            event_type = entry.event_type
+            if event_type is None:
+                result.kept.append((entry.entry_id, _why_not_requeued(entry.payload)))
+                continue
+            payload, event_id = requeue_payload(entry)
+            batch.append((entry, event_type, event_id))
+            args.extend((entry.entry_id, EVENT_TYPES.index(event_type) + 1,
+                         payload, entry.event_id or "", event_id))
+        if not batch:
+            continue
+        added = await script(keys=keys, args=args)
+        for (entry, event_type, event_id), new_id in zip(batch, added, strict=True):
+            new_text = _text(new_id)
+            if new_text:
+                result.requeued.append(
+                    (entry.entry_id, f"{ingress_stream(event_type)}/{new_text}", event_id))
+            else:
+                result.missing.append(entry.entry_id)
+    return result
+
+
+def requeue_payload(entry: DeadLetterEntry) -> tuple[bytes, str]:
+    """Return the payload to re-submit and its event id.
+
+    A payload with an ``event_id`` goes as it is. One without gets
+    ``requeued:<origin>:<16 hex of the payload's digest>`` inserted, so every
+    copy of the same letter becomes the same event (the log keeps one); the
+    rest of the payload is kept byte for byte.
+    """
+    existing = entry.event_id
+    if existing is not None:
+        return entry.payload, existing
+    digest = hashlib.blake2b(entry.payload, digest_size=8).hexdigest()
+    event_id = f"requeued:{entry.origin}:{digest}"
+    body = entry.payload.lstrip()
+    assert body.startswith(b"{"), "only JSON objects have a readable event_type"
+    rest = body[1:].lstrip()
+    separator = b"" if rest.startswith(b"}") else b","
+    return b'{"event_id":' + _ENCODE_ID(event_id) + separator + rest, event_id
+
+
+async def count_before(redis: Redis, before: datetime, reason: str | None = None) -> int:
+    """Count dead letters written before ``before`` whose reason matches."""
+    count = 0
+    async for entry in iter_dead_letters(redis, "-", _end_before(before)):
+        count += reason_matches(entry.reason, reason)
+    return count
+
+
+async def purge(redis: Redis, before: datetime, reason: str | None = None) -> int:
+    """Delete dead letters written before ``before`` (matching ``reason``); return how many."""
+    script = redis.register_script(_PURGE)
+    deleted = 0
+    pending: list[str] = []
+
+    async def flush() -> None:
+        nonlocal deleted
+        if pending:
+            deleted += int(await script(keys=[DLQ_STREAM, DLQ_INDEX], args=pending))
+            pending.clear()
+
+    async for entry in iter_dead_letters(redis, "-", _end_before(before)):
+        if reason_matches(entry.reason, reason):
+            pending.extend((entry.entry_id, entry.event_id or ""))
+            if len(pending) >= 2 * PAGE:
+                await flush()
+    await flush()
+    return deleted
+
+
+# --- helpers -----------------------------------------------------------------
+
+
+async def _read_one(redis: Redis, entry_id: str) -> DeadLetterEntry | None:
+    raw = raw_client(redis)
+    try:
+        reply = await raw.execute_command("XRANGE", DLQ_STREAM, entry_id, entry_id)
+    except ResponseError as exc:
+        if "Invalid stream ID" in str(exc):  # not an entry id at all: not in the DLQ
+            return None
+        raise
+    return parse_entry(reply[0][0], reply[0][1]) if reply else None
+
+
+def parse_entry(entry_id: bytes | str, fields: list[Any]) -> DeadLetterEntry:
+    """Build an entry from a raw XRANGE item (``id``, ``[field, value, ...]``)."""
+    values = {_text(fields[i]): fields[i + 1] for i in range(0, len(fields) - 1, 2)}
+    payload = values.get("payload", b"")
+    return DeadLetterEntry(
+        entry_id=_text(entry_id),
+        payload=payload.encode() if isinstance(payload, str) else payload,
+        reason=_text(values.get("reason", b"")),
+        origin=_text(values.get("origin", b"")),
+    )
+
+
+def _payload_field(payload: bytes, name: str) -> Any:
+    try:
+        decoded = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return decoded.get(name) if isinstance(decoded, dict) else None
+
+
+def _why_not_requeued(payload: bytes) -> str:
+    try:
+        decoded = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return "payload is not JSON: its event type cannot be read"
+    if not isinstance(decoded, dict):
+        return "payload is not one event object (a broken envelope?): no event type to route by"
+    found = decoded.get("event_type")
+    if found is None:
+        return "payload has no event_type"
+    return f"payload's event_type {found!r} is not one of {', '.join(EVENT_TYPES)}"
+
+
+def _end_before(before: datetime) -> str:
+    end_ms = datetime_to_ms(before) - 1
+    return str(end_ms) if end_ms >= 0 else "0-0"
+
+
+def _preceding_id(entry_id: str) -> str | None:
+    ms, _, seq = entry_id.partition("-")
+    if int(seq) > 0:
+        return f"{ms}-{int(seq) - 1}"
+    if int(ms) > 0:
+        return f"{int(ms) - 1}-18446744073709551615"
+    return None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
