@@ -5,29 +5,16 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from functools import wraps
 from typing import Any, TypeVar
 
 import click
 
-from silvertine_streams.errors import SilvertineError
+from silvertine_streams.cli_errors import fails_cleanly
 from silvertine_streams.settings import Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _fails_cleanly(command: F) -> F:
-    """Turn our errors into one readable line and exit status 2, not a traceback."""
-
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except SilvertineError as exc:
-            click.echo(f"silvertine: {exc}", err=True)
-            sys.exit(2)
-
-    return wrapper  # type: ignore[return-value]  # same signature as command
 
 
 def _settings() -> Settings:
@@ -46,7 +33,7 @@ def stack() -> None:
 
 
 @stack.command("up")
-@_fails_cleanly
+@fails_cleanly
 def stack_up() -> None:
     """Start the embedded servers (those whose URL is not set) and declare the topics."""
     import asyncio
@@ -61,7 +48,7 @@ def stack_up() -> None:
 
 
 @stack.command("down")
-@_fails_cleanly
+@fails_cleanly
 def stack_down() -> None:
     """Stop the embedded servers this data dir started (by PID)."""
     from silvertine_streams.embedded import EmbeddedStack
@@ -71,7 +58,7 @@ def stack_down() -> None:
 
 
 @stack.command("status")
-@_fails_cleanly
+@fails_cleanly
 def stack_status() -> None:
     """Show the embedded servers of this data dir; exit 1 when one is down."""
     from silvertine_streams.embedded import EmbeddedStack
@@ -88,7 +75,7 @@ def stack_status() -> None:
 @main.command()
 @click.option("--no-supervise", is_flag=True, hidden=True,
               help="run the Faust worker in this process (what the supervisor starts)")
-@_fails_cleanly
+@fails_cleanly
 def worker(no_supervise: bool) -> None:
     """Run a Faust worker of the pipeline (joins the consumer group SILVERTINE_APP_ID).
 
@@ -120,7 +107,7 @@ def worker(no_supervise: bool) -> None:
 @click.option("--rate", type=click.FloatRange(1, 1_000_000), default=400.0, show_default=True,
               help="market-data ticks per second through Kafka")
 @click.option("--headless", is_flag=True, help="plain progress lines instead of the live view")
-@_fails_cleanly
+@fails_cleanly
 def demo(seconds: float, symbols: int, rate: float, headless: bool) -> None:
     """Run a live trading loop on the bus: feed, strategy, risk, venue, positions."""
     from silvertine_streams.demo import run_demo

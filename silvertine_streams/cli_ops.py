@@ -17,7 +17,6 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
-from functools import wraps
 from typing import Any, TypeVar
 
 import click
@@ -34,6 +33,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from silvertine_streams.cli_errors import fails_cleanly
 from silvertine_streams.errors import SilvertineError
 from silvertine_streams.settings import Settings, load_settings
 from silvertine_streams.topics import EVENT_TYPES
@@ -43,18 +43,6 @@ T = TypeVar("T")
 _TYPE = click.Choice(EVENT_TYPES)
 
 
-def _fails_cleanly(command: F) -> F:
-    """Turn our errors into one readable line and exit status 2, not a traceback."""
-
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except SilvertineError as exc:
-            click.echo(f"silvertine: {exc}", err=True)
-            sys.exit(2)
-
-    return wrapper  # type: ignore[return-value]  # same signature as command
 
 
 def _settings(kafka: bool = False, redis: bool = True) -> Settings:
@@ -141,7 +129,7 @@ def register_ops(group: click.Group) -> None:
               help="module:function setups for --to handlers (default: SILVERTINE_HANDLERS)")
 @click.option("--progress/--no-progress", default=None,
               help="progress bar on stderr (default: when stderr is a terminal)")
-@_fails_cleanly
+@fails_cleanly
 def replay(types: tuple[str, ...], since: str | None, until: str | None,
            symbols: tuple[str, ...], where: str | None, speed: str, clock: str, target: str,
            handler_spec: str | None, progress: bool | None) -> None:
@@ -247,7 +235,7 @@ async def _with_progress(redis: Redis, types: list[str], since: datetime | None,
 @click.option("--dry-run", is_flag=True, help="show the new offsets; change nothing")
 @click.option("--beyond-dedupe-window", is_flag=True,
               help="allow reprocessing messages older than SILVERTINE_DEDUPE_WINDOW_S")
-@_fails_cleanly
+@fails_cleanly
 def rewind(to: str, types: tuple[str, ...], dry_run: bool, beyond_dedupe_window: bool) -> None:
     """Reset the workers' committed offsets to a time; workers must be stopped.
 
@@ -296,7 +284,7 @@ def rewind(to: str, types: tuple[str, ...], dry_run: bool, beyond_dedupe_window:
 @click.option("--kafka/--no-kafka", default=True, show_default=True,
               help="also read the message's Kafka timestamp")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-@_fails_cleanly
+@fails_cleanly
 def audit(event_id: str, types: tuple[str, ...], scan_limit: int, since: str | None,
           until: str | None, kafka: bool, as_json: bool) -> None:
     """Show where EVENT_ID came in, where it was logged, or why it was rejected.
@@ -368,7 +356,7 @@ def dlq() -> None:
 @click.option("--reason", help="reason code (invalid, id_conflict) or text it contains")
 @click.option("--limit", default=50, show_default=True, help="newest entries to show (0 = all)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
-@_fails_cleanly
+@fails_cleanly
 def dlq_list(reason: str | None, limit: int, as_json: bool) -> None:
     """Show dead letters, newest first, and the count per reason code."""
     from silvertine_streams.dlq_tools import list_dead_letters, reason_counts
@@ -407,7 +395,7 @@ def dlq_list(reason: str | None, limit: int, as_json: bool) -> None:
 @click.argument("entry_ids", nargs=-1)
 @click.option("--reason", help="requeue every letter with this reason code or text")
 @click.option("--all", "everything", is_flag=True, help="requeue every letter")
-@_fails_cleanly
+@fails_cleanly
 def dlq_requeue(entry_ids: tuple[str, ...], reason: str | None, everything: bool) -> None:
     """Re-submit dead letters to their ingress stream events:<type>, then delete them.
 
@@ -436,7 +424,7 @@ def dlq_requeue(entry_ids: tuple[str, ...], reason: str | None, everything: bool
 @click.option("--before", required=True, help="delete letters written before this ISO time")
 @click.option("--reason", help="only letters with this reason code or text")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
-@_fails_cleanly
+@fails_cleanly
 def dlq_purge(before: str, reason: str | None, yes: bool) -> None:
     """Delete dead letters older than a time (asks first unless --yes)."""
     from silvertine_streams.dlq_tools import count_before, purge
@@ -468,7 +456,7 @@ def dlq_purge(before: str, reason: str | None, yes: bool) -> None:
 @click.option("--once", is_flag=True, help="print one plain-text snapshot and exit")
 @click.option("--interval", default=1.0, show_default=True, type=float,
               help="seconds between scrapes (rates are over this interval)")
-@_fails_cleanly
+@fails_cleanly
 def monitor(urls: tuple[str, ...], once: bool, interval: float) -> None:
     """A live terminal dashboard of the workers' metrics (Ctrl-C quits)."""
     from silvertine_streams.observability.monitor import run_monitor

@@ -19,11 +19,11 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+from silvertine_streams.cli_errors import CONFIG_ERROR_EXIT
 from silvertine_streams.embedded.processes import die_with_parent_preexec
 
 log = logging.getLogger(__name__)
 
-CONFIG_ERROR_EXIT = 2
 _HEALTHY_RUN_S = 60.0
 _MAX_BACKOFF_S = 10.0
 
