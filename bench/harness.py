@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +31,12 @@ from redis.asyncio import Redis
 from silvertine_streams.embedded import EmbeddedStack
 from silvertine_streams.embedded import processes as server_processes
 from silvertine_streams.settings import Settings, load_settings
+from silvertine_streams.settings import settings_env as product_settings_env
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+SOURCE_TREE = Path(os.environ.get("BENCH_SOURCE_TREE") or REPO_ROOT).resolve()
+"""Where the bench and every process it starts import ``silvertine_streams`` from:
+this repo, or a snapshot given with ``python -m bench --tree PATH``."""
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -46,24 +51,46 @@ def free_port() -> int:
 
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds of ``pid`` (all its threads), or None once it is gone."""
+    stat = _stat(pid)
+    # stat[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return None if stat is None else (int(stat[11]) + int(stat[12])) / _CLOCK_TICKS
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds of ``pid`` and its live descendants (a supervised worker's child);
+    None once ``pid`` is gone."""
+    total = cpu_seconds(pid)
+    if total is None:
+        return None
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
+            parents.setdefault(int(stat[1]), []).append(int(entry.name))
+    todo = list(parents.get(pid, []))
+    while todo:
+        child = todo.pop()
+        total += cpu_seconds(child) or 0.0
+        todo += parents.get(child, [])
+    return total
+
+
+def _stat(pid: int) -> list[str] | None:
+    """``/proc/<pid>/stat`` from field 3 (state) on: [state, ppid, ...]."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = raw[raw.rindex(")") + 2 :].split()
-    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return raw[raw.rindex(")") + 2 :].split()
 
 
-def settings_env(settings: Settings, source_tree: Path = REPO_ROOT, **extra: str) -> dict[str, str]:
-    """``os.environ`` without any ``SILVERTINE_*``, plus variables reproducing ``settings``.
+def settings_env(settings: Settings, source_tree: Path = SOURCE_TREE, **extra: str
+                 ) -> dict[str, str]:
+    """``os.environ`` without any ``SILVERTINE_*``, plus variables reproducing ``settings``
+    (the product's :func:`silvertine_streams.settings.settings_env`).
 
     ``source_tree`` goes first on ``PYTHONPATH`` (then this repo, for ``bench``).
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SILVERTINE_")}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"SILVERTINE_{name.upper()}"] = str(value)
+    env = product_settings_env(settings, os.environ)
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(
         p for p in (str(source_tree), str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
     ))
@@ -79,13 +106,13 @@ class Child:
     argv: list[str]
     env: Mapping[str, str]
     log_path: Path
-    cwd: Path = REPO_ROOT
+    cwd: Path = SOURCE_TREE
     process: subprocess.Popen[bytes] | None = None
 
     @classmethod
     def python_module(
         cls, name: str, module: str, env: Mapping[str, str], log_path: Path, *args: str,
-        cwd: Path = REPO_ROOT,
+        cwd: Path = SOURCE_TREE,
     ) -> Child:
         """A ``python -m module args...`` child with this interpreter, run in ``cwd``.
 
@@ -97,7 +124,7 @@ class Child:
     @classmethod
     def python_script(
         cls, name: str, script: Path, env: Mapping[str, str], log_path: Path, *args: str,
-        cwd: Path = REPO_ROOT,
+        cwd: Path = SOURCE_TREE,
     ) -> Child:
         """A ``python script args...`` child: ``sys.path`` starts with the script's
         folder, then ``PYTHONPATH`` (whose first entry picks the source tree)."""
@@ -119,7 +146,8 @@ class Child:
         return self.process is not None and self.process.poll() is None
 
     def cpu(self) -> float | None:
-        return cpu_seconds(self.pid) if self.alive() else None
+        """CPU seconds of the process and its children (a supervised worker's)."""
+        return tree_cpu_seconds(self.pid) if self.alive() else None
 
     def stop(self, timeout_s: float = 20.0) -> int | None:
         """SIGTERM, wait up to ``timeout_s``, then SIGKILL; return the exit code."""
@@ -132,6 +160,14 @@ class Child:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         return self.process.wait(timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL (``kill -9``): no shutdown, no commit, no flush. A supervised worker's
+        child dies with it (``PR_SET_PDEATHSIG``): the whole worker is gone."""
+        if self.alive():
+            assert self.process is not None
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
 
     def log_tail(self, lines: int = 30) -> str:
         return server_processes.log_tail(self.log_path, lines)
@@ -152,22 +188,22 @@ class Experiment:
     Attributes:
         name: its label in the table.
         source_tree: a scratch copy of the repo whose ``silvertine_streams`` the
-            worker imports (``REPO_ROOT`` for settings-only experiments).
+            worker imports (``SOURCE_TREE`` for settings-only experiments).
         env: extra environment variables (e.g. ``SILVERTINE_FETCH_WAIT_MS``).
     """
 
     name: str
-    source_tree: Path = REPO_ROOT
+    source_tree: Path = SOURCE_TREE
     env: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def parse(cls, spec: str) -> Experiment:
-        """``NAME=PATH[,KEY=VALUE...]``; PATH ``.`` means this repo."""
+        """``NAME=PATH[,KEY=VALUE...]``; PATH ``.`` means the tree under test."""
         name, sep, rest = spec.partition("=")
         if not sep or not name:
             raise ValueError(f"experiment {spec!r}: expected NAME=PATH[,KEY=VALUE...]")
         path, *pairs = rest.split(",")
-        tree = REPO_ROOT if path in ("", ".") else Path(path).resolve()
+        tree = SOURCE_TREE if path in ("", ".") else Path(path).resolve()
         if not (tree / "silvertine_streams").is_dir():
             raise ValueError(f"experiment {name}: {tree} holds no silvertine_streams/")
         env = tuple(tuple(p.split("=", 1)) for p in pairs if p)
@@ -209,16 +245,18 @@ class BenchContext:
         return {name: cpu_seconds(pid) for name, pid in self.server_pids.items()}
 
 
-def start_stack(work_dir: Path) -> tuple[EmbeddedStack, Settings, dict[str, int]]:
+def start_stack(work_dir: Path, **overrides: object
+                ) -> tuple[EmbeddedStack, Settings, dict[str, int]]:
     """Start the bench's own Tansu + redis-server (never a user's external servers).
 
     The bench flushes its Redis between runs, so it always runs its own servers,
     configured exactly as the product's embedded stack (Redis AOF,
     ``appendfsync always``; Tansu memory storage), whatever ``SILVERTINE_*_URL`` say.
+    ``overrides``: other settings for this stack's workers (e.g. ``partitions=8``).
     """
     base = load_settings(
         data_dir=work_dir / "stack", kafka_url=None, redis_url=None, kafka_port=0,
-        redis_port=0, metrics_port=0,
+        redis_port=0, metrics_port=0, **overrides,
     )
     stack = EmbeddedStack(base, die_with_parent=True)
     settings = stack.up()
@@ -258,3 +296,83 @@ async def wait_for_xlen(
             raise BenchError(f"{key} held {last}/{count} after {timeout_s:g}s; "
                              f"{child.name} log:\n{child.log_tail()}")
         await asyncio.sleep(interval_s)
+
+
+# --- the processes scenarios run -------------------------------------------
+
+WORKER_SCRIPT = Path(__file__).with_name("silvertine_worker.py")
+
+
+def run_dir(ctx: BenchContext, scenario: str, label: str) -> Path:
+    """A fresh directory for one process of one run: its mark, log and data."""
+    path = ctx.work_dir / scenario / f"{label}-{uuid.uuid4().hex[:6]}"
+    path.mkdir(parents=True)
+    return path
+
+
+@dataclass
+class Worker:
+    """A ``silvertine worker`` started by :func:`start_worker` (not started yet)."""
+
+    child: Child
+    mark: Path
+    """Where it writes ``time.time()`` when it consumes its first message."""
+    settings: Settings
+    started_at: float = 0.0
+
+    def start(self) -> Worker:
+        self.started_at = time.time()
+        self.child.start()
+        return self
+
+
+def worker(
+    ctx: BenchContext, scenario: str, label: str, *, app_id: str | None = None,
+    experiment: Experiment | None = None, env: Mapping[str, str] | None = None,
+    metrics_port: int = 0, supervised: bool = True, **settings_update: object,
+) -> Worker:
+    """The one place scenarios build a product worker (``bench/silvertine_worker.py``).
+
+    ``supervised``: as ``silvertine worker`` runs it, under the product's supervisor
+    (when the product has one), which restarts a worker that exits on its own; the
+    bench's PID is then the supervisor's, CPU is the process tree's, py-spy follows
+    subprocesses, and ``kill -9`` takes the worker with it.
+
+    Args:
+        app_id: the consumer group; None = a fresh one (reads every topic from the start).
+        experiment: a scratch source tree and/or extra settings to run instead.
+        env: more environment variables (``SILVERTINE_*`` overrides, ``BENCH_*`` knobs).
+        settings_update: settings fields to change (e.g. ``session_timeout_s=6``).
+    """
+    directory = run_dir(ctx, scenario, label)
+    mark = directory / "mark"
+    settings = ctx.settings.model_copy(update={
+        "app_id": app_id or f"bench-{label}-{uuid.uuid4().hex[:6]}",
+        "data_dir": directory / "data", "web_port": free_port(),
+        "metrics_port": metrics_port, **settings_update,
+    })
+    tree = experiment.source_tree if experiment else SOURCE_TREE
+    variables = settings_env(settings, tree, BENCH_MARK_FILE=str(mark),
+                             BENCH_SUPERVISE="1" if supervised else "",
+                             **dict(experiment.env if experiment else ()), **dict(env or {}))
+    child = Child.python_script(f"silvertine worker {label}", WORKER_SCRIPT, variables,
+                                directory / "process.log", cwd=directory)
+    return Worker(child, mark, settings)
+
+
+def floor(ctx: BenchContext, scenario: str, label: str, *, topic: str, stream: str,
+          events: int = 0) -> Worker:
+    """The raw floor (:mod:`bench.raw_floor`): aiokafka → pipelined XADD of ``topic`` into
+    ``stream``; it exits after ``events`` events, or runs until stopped (0)."""
+    directory = run_dir(ctx, scenario, label)
+    mark = directory / "mark"
+    s = ctx.settings
+    variables = settings_env(
+        s, BENCH_KAFKA_URL=str(s.kafka_url), BENCH_REDIS_URL=str(s.redis_url),
+        BENCH_TOPIC=topic, BENCH_STREAM=stream, BENCH_PARTITIONS=str(s.partitions),
+        BENCH_EVENTS=str(events), BENCH_MARK_FILE=str(mark),
+        BENCH_FETCH_WAIT_MS=str(s.fetch_wait_ms),
+    )
+    child = Child.python_module(f"raw floor {label}", "bench.raw_floor", variables,
+                                directory / "process.log")
+    return Worker(child, mark, s)

@@ -27,13 +27,15 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from bench.harness import (
-    REPO_ROOT,
+    SOURCE_TREE,
     BenchContext,
     BenchError,
     Child,
     Experiment,
+    floor,
     free_port,
     settings_env,
+    worker,
 )
 from bench.measure import count_messages, measure_until_xlen, reset_redis
 from bench.profiling import Profile, Sampler
@@ -60,7 +62,6 @@ PLAIN_TOPIC = "bench.plain.market_data"
 PLAIN_STREAM = "bench:plain:log"
 FLOOR_STREAM = "bench:floor:log"
 NOTES = Path(__file__).with_name("notes") / f"{NAME}.md"
-WORKER_SCRIPT = Path(__file__).with_name("silvertine_worker.py")
 
 
 def make_events(count: int, symbols: int = SYMBOLS) -> list[Event]:
@@ -125,24 +126,16 @@ class _Variants:
     async def pipeline(self, label: str, profile_to: Path | None = None,
                        experiment: Experiment | None = None) -> tuple[Run, Sampler | None]:
         await reset_redis(self.ctx)
-        run_dir, mark, log = self._paths(label)
-        app_id = f"bench-{label}-{uuid.uuid4().hex[:6]}"
-        settings = self.ctx.settings.model_copy(update={
-            "app_id": app_id, "data_dir": run_dir / "data", "web_port": free_port(),
-            "metrics_port": 0,
-        })
-        tree = experiment.source_tree if experiment else REPO_ROOT
-        env = settings_env(settings, tree, BENCH_MARK_FILE=str(mark),
-                           **dict(experiment.env if experiment else ()))
-        child = Child.python_script("silvertine worker", WORKER_SCRIPT, env, log, cwd=run_dir)
+        w = worker(self.ctx, NAME, label, experiment=experiment)
         try:
             run, sampler = await measure_until_xlen(
-                self.ctx, child, mark, log_stream("market_data"), self.pipeline_n, profile_to)
+                self.ctx, w.child, w.mark, log_stream("market_data"), self.pipeline_n,
+                profile_to)
             run.extra["changelog"] = await _changelog_flushed(
-                self.ctx, app_id, self.envelopes, run.ended_at)
+                self.ctx, w.settings.app_id, self.envelopes, run.ended_at)
             return run, sampler
         finally:
-            child.stop()
+            w.child.stop()
 
     async def plain(self, label: str) -> Run:
         await reset_redis(self.ctx)
@@ -165,20 +158,14 @@ class _Variants:
 
     async def floor(self, label: str) -> Run:
         await reset_redis(self.ctx)
-        run_dir, mark, log = self._paths(label)
-        s = self.ctx.settings
-        env = settings_env(
-            s, BENCH_KAFKA_URL=str(s.kafka_url), BENCH_REDIS_URL=str(s.redis_url),
-            BENCH_TOPIC=event_topic("market_data"), BENCH_STREAM=FLOOR_STREAM,
-            BENCH_PARTITIONS=str(s.partitions), BENCH_EVENTS=str(self.floor_n),
-            BENCH_MARK_FILE=str(mark),
-        )
-        child = Child.python_module("raw floor", "bench.raw_floor", env, log)
+        w = floor(self.ctx, NAME, label, topic=event_topic("market_data"), stream=FLOOR_STREAM,
+                  events=self.floor_n)
         try:
-            run, _ = await measure_until_xlen(self.ctx, child, mark, FLOOR_STREAM, self.floor_n)
+            run, _ = await measure_until_xlen(self.ctx, w.child, w.mark, FLOOR_STREAM,
+                                              self.floor_n)
             return run
         finally:
-            child.stop()
+            w.child.stop()
 
 
 VARIANTS = ("pipeline", "plain", "floor")
@@ -222,7 +209,7 @@ async def run(ctx: BenchContext) -> ScenarioReport:
         rows["pipeline"] = Row("pipeline", "pipeline: silvertine worker, "
                                f"{ctx.settings.envelope_max_events}-event envelopes")
     for experiment in ctx.experiments:
-        where = "" if experiment.source_tree == REPO_ROOT else f" from `{experiment.source_tree}`"
+        where = "" if experiment.source_tree == SOURCE_TREE else f" from `{experiment.source_tree}`"
         settings = ", ".join(f"{k}={v}" for k, v in experiment.env)
         rows[f"exp:{experiment.name}"] = Row(
             f"exp:{experiment.name}",

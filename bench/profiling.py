@@ -17,6 +17,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.harness import REPO_ROOT, SOURCE_TREE
+
 
 def py_spy_binary() -> str | None:
     """Locate py-spy beside this interpreter, else on PATH."""
@@ -28,7 +30,8 @@ def py_spy_binary() -> str | None:
 
 @dataclass
 class Sampler:
-    """A ``py-spy record`` process attached to ``pid``; :meth:`stop` ends it by its PID."""
+    """A ``py-spy record`` process attached to ``pid`` and its subprocesses (a supervised
+    worker's child); :meth:`stop` ends it by its PID."""
 
     pid: int
     output: Path
@@ -42,7 +45,8 @@ class Sampler:
         self.output.parent.mkdir(parents=True, exist_ok=True)
         log = self.output.with_suffix(".log").open("wb")
         self.process = subprocess.Popen(
-            [binary, "record", "--pid", str(self.pid), "--format", "raw", "--threads",
+            [binary, "record", "--pid", str(self.pid), "--subprocesses", "--format", "raw",
+             "--threads",
              "--nonblocking", "--full-filenames", "--rate", str(self.rate),
              "--output", str(self.output)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -65,7 +69,7 @@ class Sampler:
 def _short(path_and_line: str) -> str:
     """``/…/site-packages/faust/streams.py:123`` → ``faust/streams.py``."""
     path = path_and_line.rsplit(":", 1)[0]
-    for marker in ("site-packages/", "/lib/python3.11/", "/work/main/"):
+    for marker in ("site-packages/", "/lib/python3.11/", f"{SOURCE_TREE}/", f"{REPO_ROOT}/"):
         if marker in path:
             return path.split(marker, 1)[1]
     return path.rsplit("/", 1)[-1]

@@ -8,7 +8,9 @@ no validation, no dedupe, no sequencing, no commits: the least work that moves
 these events from Kafka to a Redis stream with the stack's own clients.
 
 Run as ``python -m bench.raw_floor`` with ``BENCH_*`` variables (see :func:`main`);
-it exits once it has written ``BENCH_EVENTS`` events.
+it exits once it has written ``BENCH_EVENTS`` events, or runs until SIGTERM when
+that is 0 (the latency scenario's baseline). ``BENCH_FETCH_WAIT_MS`` is the
+consumer's fetch wait (default 10, the product's default).
 """
 
 from __future__ import annotations
@@ -25,12 +27,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 async def run(
     *, bootstrap: list[str], topic: str, partitions: int, redis_url: str, stream: str,
-    events: int, mark_file: str | None,
+    events: int, mark_file: str | None, fetch_wait_ms: int = 10,
 ) -> None:
     split = msgspec.json.Decoder(list[msgspec.Raw]).decode
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-        auto_offset_reset="earliest", fetch_max_wait_ms=10,
+        auto_offset_reset="earliest", fetch_max_wait_ms=fetch_wait_ms,
     )
     redis = aioredis.Redis.from_url(redis_url)
     await consumer.start()
@@ -39,7 +41,7 @@ async def run(
         await consumer.seek_to_beginning()
         written = 0
         marked = mark_file is None
-        while written < events:
+        while events == 0 or written < events:
             batches = await consumer.getmany(timeout_ms=100)
             if not batches:
                 continue
@@ -75,6 +77,7 @@ def main() -> None:
         stream=env["BENCH_STREAM"],
         events=int(env["BENCH_EVENTS"]),
         mark_file=env.get("BENCH_MARK_FILE"),
+        fetch_wait_ms=int(env.get("BENCH_FETCH_WAIT_MS", "10")),
     ))
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from bench.harness import REPO_ROOT
+from bench.harness import REPO_ROOT, SOURCE_TREE
 
 
 @dataclass
@@ -25,10 +25,18 @@ class Run:
     extra: dict[str, object] = field(default_factory=dict)
     ended_at: float = 0.0
     """``time.time()`` when the end condition was seen."""
+    values: dict[str, float] = field(default_factory=dict)
+    """Other measured figures of the run (``p99_ms``, ``us_per_event``, ...), by metric key."""
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else float("nan")
+
+    def value(self, key: str) -> float | None:
+        """``rate`` (events/s) or one of :attr:`values`."""
+        if key == "rate":
+            return self.rate if self.events and self.seconds > 0 else None
+        return self.values.get(key)
 
     def cpu_us_per_event(self, process: str) -> float | None:
         cpu = self.cpu_s.get(process)
@@ -62,6 +70,22 @@ class Row:
         values = [v for run in self.runs if (v := run.cpu_us_per_event(process)) is not None]
         return statistics.median(values) if values else None
 
+    def values(self, key: str) -> list[float]:
+        return [v for run in self.runs if (v := run.value(key)) is not None]
+
+    def median_of(self, key: str) -> float:
+        values = self.values(key)
+        return statistics.median(values) if values else float("nan")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A column of a scenario's table: ``rate`` or a key of :attr:`Run.values`."""
+
+    key: str
+    label: str
+    digits: int = 1
+
 
 @dataclass
 class Ratio:
@@ -70,6 +94,7 @@ class Ratio:
     label: str
     numerator: str
     denominator: str
+    metric: str = "rate"
 
 
 @dataclass
@@ -92,15 +117,29 @@ class ScenarioReport:
     sections: list[tuple[str, str]] = field(default_factory=list)
     """Extra ``(heading, markdown)`` blocks: profiles, findings, notes."""
     cpu_processes: tuple[str, ...] = ("worker", "redis", "kafka")
+    metrics: list[Metric] = field(default_factory=list)
+    """Columns of the table; empty = the throughput table (events/s, CPU, ceiling)."""
+    unit_note: str = ""
+    """One line under the table saying what a row's figures are."""
 
     def row(self, key: str) -> Row:
         return next(r for r in self.rows if r.key == key)
 
+    def add_notes(self) -> None:
+        """Append the hand-written ``bench/notes/<name>.md``, if there is one."""
+        notes = Path(__file__).with_name("notes") / f"{self.name}.md"
+        if notes.exists():
+            self.sections.append(("Analysis and recommended product changes",
+                                  notes.read_text()))
+
     def ratio_values(self, ratio: Ratio) -> tuple[float, float, float]:
         """Median ratio, and min/max over runs paired by index (same round)."""
         num, den = self.row(ratio.numerator), self.row(ratio.denominator)
-        paired = [a.rate / b.rate for a, b in zip(num.runs, den.runs, strict=False)]
-        med = num.median / den.median if den.median else float("nan")
+        key = ratio.metric
+        paired = [a / b for x, y in zip(num.runs, den.runs, strict=False)
+                  if (a := x.value(key)) is not None and (b := y.value(key))]
+        top, bottom = num.median_of(key), den.median_of(key)
+        med = top / bottom if bottom else float("nan")
         return med, min(paired, default=float("nan")), max(paired, default=float("nan"))
 
 
@@ -136,6 +175,15 @@ def _git_revision() -> str:
     return f"{rev}{' + uncommitted changes in silvertine_streams/' if dirty else ''}"
 
 
+def _source() -> str:
+    """What was measured: this repo's revision, or the ``--tree`` snapshot."""
+    if SOURCE_TREE == REPO_ROOT:
+        return f"{_version('silvertine-streams')} @ {_git_revision()}"
+    note = SOURCE_TREE / "SOURCE.txt"
+    what = note.read_text().strip() if note.exists() else "no SOURCE.txt"
+    return f"snapshot `{SOURCE_TREE}` ({what}); this repo is at {_git_revision()}"
+
+
 def machine_facts(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Facts that make a figure comparable: hardware, software versions, date."""
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
@@ -150,7 +198,7 @@ def machine_facts(extra: dict[str, str] | None = None) -> dict[str, str]:
         "aiokafka": _version("aiokafka"),
         "redis (redis-py)": _version("redis"),
         "msgspec": _version("msgspec"),
-        "silvertine-streams": f"{_version('silvertine-streams')} @ {_git_revision()}",
+        "silvertine-streams": _source(),
         "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
     facts.update(extra or {})
@@ -184,30 +232,10 @@ def render(facts: dict[str, str], reports: list[ScenarioReport], command: str) -
     lines += [f"| {k} | {v} |" for k, v in facts.items()]
     for report in reports:
         lines += ["", f"## {report.title}", "", report.description.strip(), ""]
-        procs = report.cpu_processes
-        lines += [
-            "| variant | events/run | runs | **median events/s** | min | max | "
-            + " | ".join(f"{p} CPU µs/event" for p in procs)
-            + " | cores busy | worker-CPU ceiling events/s |",
-            "|---|---:|---:|---:|---:|---:|" + "---:|" * (len(procs) + 2),
-        ]
-        for row in report.rows:
-            events = row.runs[0].events if row.runs else 0
-            rates = row.rates
-            worker = row.cpu_median("worker")
-            ceiling = _fmt_rate(1e6 / worker) if worker else "–"
-            lines.append(
-                f"| {row.label} | {events:,} | {len(row.runs)} | **{_fmt_rate(row.median)}** | "
-                f"{_fmt_rate(min(rates, default=float('nan')))} | "
-                f"{_fmt_rate(max(rates, default=float('nan')))} | "
-                + " | ".join(_fmt_opt(row.cpu_median(p)) for p in procs)
-                + f" | {_fmt_opt(row.cores_median(), 2)} | {ceiling} |"
-            )
-        if "worker" in procs:
-            lines += ["", "*cores busy* = CPU seconds of the three processes per wall second "
-                      "(of the machine's 2 cores). *worker-CPU ceiling* = 10⁶ / (worker CPU "
-                      "µs/event): what one worker process could reach if it never waited "
-                      "(I/O fully overlapped, Redis and the broker on other cores or hosts)."]
+        if report.metrics:
+            lines += _metric_table(report)
+        else:
+            lines += _throughput_table(report)
         if report.ratios:
             lines += ["", "| ratio | median | min | max (runs paired by round) |",
                       "|---|---:|---:|---:|"]
@@ -222,16 +250,81 @@ def render(facts: dict[str, str], reports: list[ScenarioReport], command: str) -
         for heading, body in report.sections:
             lines += ["", f"### {heading}", "", body.strip()]
         lines += ["", "<details><summary>every run</summary>", "",
-                  "| variant | round | events | seconds | events/s | CPU s | extra |",
-                  "|---|---:|---:|---:|---:|---|---|"]
+                  "| variant | round | events | seconds | events/s | values | CPU s | extra |",
+                  "|---|---:|---:|---:|---:|---|---|---|"]
         for row in report.rows:
             for i, run in enumerate(row.runs, 1):
                 cpu = ", ".join(f"{k} {_fmt_opt(v, 2)}" for k, v in run.cpu_s.items())
+                values = ", ".join(f"{k}={_fmt_num(v)}" for k, v in run.values.items())
                 extra = ", ".join(f"{k}={v}" for k, v in run.extra.items())
                 lines.append(f"| {row.label} | {i} | {run.events:,} | {run.seconds:.3f} | "
-                             f"{_fmt_rate(run.rate)} | {cpu} | {extra} |")
+                             f"{_fmt_rate(run.rate)} | {values} | {cpu} | {extra} |")
         lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
+
+
+def _fmt_num(value: float) -> str:
+    if value != value:  # NaN
+        return "–"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}"
+
+
+def _metric_table(report: ScenarioReport) -> list[str]:
+    """One column per metric: median (min–max) over the runs; then CPU µs/event."""
+    procs = report.cpu_processes
+    lines = ["| variant | runs | " + " | ".join(m.label for m in report.metrics)
+             + "".join(f" | {p} CPU µs/event" for p in procs) + " |",
+             "|---|---:|" + "---:|" * (len(report.metrics) + len(procs))]
+    for row in report.rows:
+        cells = []
+        for metric in report.metrics:
+            values = row.values(metric.key)
+            if not values:
+                cells.append("–")
+                continue
+            fmt = f"{{:,.{metric.digits}f}}"
+            med = fmt.format(statistics.median(values))
+            spread = (f" ({fmt.format(min(values))}–{fmt.format(max(values))})"
+                      if len(values) > 1 else "")
+            cells.append(f"**{med}**{spread}")
+        cpu = "".join(f" | {_fmt_opt(row.cpu_median(p), 2)}" for p in procs)
+        lines.append(f"| {row.label} | {len(row.runs)} | " + " | ".join(cells) + cpu + " |")
+    lines += ["", "Each cell: **median** (min–max) over the runs."
+              + (f" {report.unit_note}" if report.unit_note else "")]
+    return lines
+
+
+def _throughput_table(report: ScenarioReport) -> list[str]:
+    procs = report.cpu_processes
+    lines: list[str] = []
+    lines += [
+        "| variant | events/run | runs | **median events/s** | min | max | "
+        + " | ".join(f"{p} CPU µs/event" for p in procs)
+        + " | cores busy | worker-CPU ceiling events/s |",
+        "|---|---:|---:|---:|---:|---:|" + "---:|" * (len(procs) + 2),
+    ]
+    for row in report.rows:
+        events = row.runs[0].events if row.runs else 0
+        rates = row.rates
+        worker = row.cpu_median("worker")
+        ceiling = _fmt_rate(1e6 / worker) if worker else "–"
+        lines.append(
+            f"| {row.label} | {events:,} | {len(row.runs)} | **{_fmt_rate(row.median)}** | "
+            f"{_fmt_rate(min(rates, default=float('nan')))} | "
+            f"{_fmt_rate(max(rates, default=float('nan')))} | "
+            + " | ".join(_fmt_opt(row.cpu_median(p)) for p in procs)
+            + f" | {_fmt_opt(row.cores_median(), 2)} | {ceiling} |"
+        )
+    if "worker" in procs:
+        lines += ["", "*cores busy* = CPU seconds of the three processes per wall second "
+                  "(of the machine's 2 cores). *worker-CPU ceiling* = 10⁶ / (worker CPU "
+                  "µs/event): what one worker process could reach if it never waited "
+                  "(I/O fully overlapped, Redis and the broker on other cores or hosts)."]
+    return lines
 
 
 def write_results(path: Path, facts: dict[str, str], reports: list[ScenarioReport],

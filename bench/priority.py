@@ -1,0 +1,274 @@
+"""Scenario: order latency with and without a market-data flood, lanes on vs off.
+
+A backlog of market data (500-event envelopes, 100 symbols) is produced once,
+before any worker runs. Each run starts a fresh worker group on it, so the
+worker is flooded from its first message: it drains the backlog as fast as it
+can (the flood). Meanwhile this process publishes single orders
+(`Publisher.publish`, one event per Kafka message, 8 symbols) at a fixed rate;
+when the backlog is logged the orders go on for a few seconds without flood.
+
+* **lanes on**: the product's defaults (orders critical, market data normal):
+  before each market-data message the agent steps aside while an order is
+  queued or in flight (`silvertine_streams/agents/lanes.py`).
+* **lanes off**: `SILVERTINE_LANES=market_data=critical`, so market data never
+  yields (the baseline, same run, interleaved round by round).
+
+Order latency = `log:order` entry id time − the order's `ts_ns` (its scheduled
+publish time), as in the latency scenario. Each run's group starts at the end
+of `silvertine.order` (`rewind_group(..., "latest", ["order"])`), so earlier
+runs' orders are not replayed into it. *Flood events/s* = backlog size /
+(last market-data event logged − first message consumed). *agent wait* / *log
+write*: the worker's own `silvertine_stage_latency_seconds` means for orders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+from redis.asyncio import Redis
+
+from bench.harness import BenchContext, Worker, free_port, wait_for_mark, worker
+from bench.load import (
+    QuoteFeed,
+    latency_values,
+    paced,
+    producer,
+    read_log,
+    send_envelopes,
+    stage_means,
+    wait_for_length,
+)
+from bench.measure import reset_redis
+from bench.profiling import Profile, Sampler
+from bench.report import Metric, Ratio, Row, Run, ScenarioReport, Target
+from silvertine_streams.events import OrderEvent, OrderSide
+from silvertine_streams.kafka_admin import ensure_topics
+from silvertine_streams.publisher import Publisher
+from silvertine_streams.replay import rewind_group
+from silvertine_streams.topics import log_stream
+
+NAME = "priority"
+TITLE = "Priority: order latency under a market-data flood (ms), lanes on vs off"
+STACK: dict[str, object] = {}
+
+FLOOD_EVENTS = 300_000
+ORDER_RATE = 50.0
+ORDER_SYMBOLS = [f"ORD{i}" for i in range(8)]
+CALM_S = 4.0
+TARGET_P99_MS = 20.0
+VARIANTS = {
+    "lanes": ("lanes on (defaults)", {}),
+    "lanes_off": ("lanes off (`SILVERTINE_LANES=market_data=critical`)",
+                  {"SILVERTINE_LANES": "market_data=critical"}),
+}
+MD_LOG, ORDER_LOG = log_stream("market_data"), log_stream("order")
+
+
+class _Orders:
+    """Orders of one source, sequences 1.. per symbol, ``ts_ns`` = scheduled time."""
+
+    def __init__(self, source: str) -> None:
+        self.source, self.sent = source, 0
+
+    def next(self, count: int, ts_ns: int) -> list[OrderEvent]:
+        orders = []
+        for i in range(self.sent, self.sent + count):
+            orders.append(OrderEvent(
+                order_id=f"{self.source}-{i}", symbol=ORDER_SYMBOLS[i % len(ORDER_SYMBOLS)],
+                side=OrderSide.BUY, quantity=1.0, source=self.source,
+                sequence=i // len(ORDER_SYMBOLS) + 1, ts_ns=ts_ns))
+        self.sent += count
+        return orders
+
+
+async def _one_run(ctx: BenchContext, variant: str, tag: str, flood_n: int, calm_s: float,
+                   sampler_to: str | None = None) -> tuple[Run, Run]:
+    """One worker on the flood: (orders under flood, orders after it)."""
+    await reset_redis(ctx)
+    port = free_port()
+    experiment = next((e for e in ctx.experiments if f"exp:{e.name}" == variant), None)
+    w: Worker = worker(ctx, NAME, f"{variant.replace(':', '-')}-{tag}", metrics_port=port,
+                       experiment=experiment, env=VARIANTS.get(variant, ("", {}))[1])
+    redis = ctx.redis()
+    publisher = Publisher(ctx.settings.model_copy(
+        update={"publish_max_lag": 0, "publish_max_backlog": 0}))
+    sampler = None
+    try:
+        # Earlier runs' orders stay in `silvertine.order`: start this group after them
+        # (the product's rewind), so only this run's orders are in its figures.
+        await rewind_group(w.settings, "latest", ["order"])
+        w.start()
+        flood_started = await wait_for_mark(w.mark, w.child)
+        if sampler_to:
+            sampler = Sampler(w.child.pid, ctx.work_dir / NAME / sampler_to).start()
+        cpu0, servers0 = w.child.cpu(), ctx.server_cpu()
+        flood_done = asyncio.Event()
+        flood_end = [math.nan]
+
+        async def watch_flood() -> None:
+            await wait_for_length(redis, MD_LOG, flood_n, max(120.0, flood_n / 2_000))
+            flood_end[0] = time.time()
+            flood_done.set()
+
+        watcher = asyncio.create_task(watch_flood())
+        stages0 = (await stage_means(port, {}, "order"))[1]
+        flood_orders = _Orders(f"orders-{variant}-{tag}-flood")
+
+        async def send_flood(count: int, ts_ns: int) -> int:
+            for order in flood_orders.next(count, ts_ns):
+                await publisher.publish(order)
+            return count
+
+        # Orders while the backlog drains, in slices so they stop with the flood.
+        while not flood_done.is_set():
+            await paced(send_flood, ORDER_RATE, 1 / ORDER_RATE, 0.5)
+            w.child.check_alive("draining the flood")
+            if watcher.done() and not math.isfinite(flood_end[0]):
+                break
+        await watcher
+        cpu1, servers1 = w.child.cpu(), ctx.server_cpu()
+        if sampler is not None:
+            sampler.stop()
+        flood_stages, stages1 = await stage_means(port, stages0, "order")
+        calm_orders = _Orders(f"orders-{variant}-{tag}-calm")
+
+        async def send_calm(count: int, ts_ns: int) -> int:
+            for order in calm_orders.next(count, ts_ns):
+                await publisher.publish(order)
+            return count
+
+        calm = await paced(send_calm, ORDER_RATE, 1 / ORDER_RATE, calm_s)
+        entries = await _orders_logged(redis, (flood_orders, calm_orders),
+                                       int(flood_started * 1000) - 1000)
+        calm_stages, _ = await stage_means(port, stages1, "order")
+        flood_s = flood_end[0] - flood_started
+        under = Run(events=flood_orders.sent, seconds=flood_s, values={
+            **_latencies(entries, flood_orders), "flood_rate": flood_n / flood_s,
+            "to_agent_ms": flood_stages["to_agent_ms"], "to_log_ms": flood_stages["to_log_ms"]})
+        under.cpu_s = {"worker": _delta(cpu0, cpu1),
+                       **{k: _delta(servers0[k], servers1[k]) for k in servers0}}
+        # CPU per *market-data* event during the flood (the orders are ~0.1% of it).
+        under.events = flood_n
+        calm_run = Run(events=calm_orders.sent, seconds=calm.seconds, values={
+            **_latencies(entries, calm_orders),
+            "to_agent_ms": calm_stages["to_agent_ms"], "to_log_ms": calm_stages["to_log_ms"]})
+        return under, calm_run
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        await publisher.close()
+        await redis.aclose()
+        w.child.stop()
+
+
+def _delta(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else b - a
+
+
+def _latencies(entries: dict[str, list[float]], orders: _Orders) -> dict[str, float]:
+    values = latency_values(entries.get(orders.source, []), orders.sent)
+    values["orders"] = float(orders.sent)
+    return values
+
+
+async def _orders_logged(redis: Redis, sources: tuple[_Orders, ...], since_ms: int
+                         ) -> dict[str, list[float]]:
+    """Wait (≤ 30 s) for this run's orders in ``log:order``; latencies by source."""
+    deadline = time.monotonic() + 30
+    while True:
+        by_source: dict[str, list[float]] = {o.source: [] for o in sources}
+        for entry in await read_log(redis, ORDER_LOG, since_ms):
+            if entry.source in by_source:
+                by_source[entry.source].append(entry.latency_ms)
+        logged = sum(len(v) for v in by_source.values())
+        if logged >= sum(o.sent for o in sources) or time.monotonic() > deadline:
+            return by_source
+        await asyncio.sleep(0.2)
+
+
+async def run(ctx: BenchContext) -> ScenarioReport:
+    """Options: ``flood`` (market-data events in the backlog, default 300,000)."""
+    flood_n = int(ctx.options.get("flood", FLOOD_EVENTS // (10 if ctx.quick else 1)))
+    calm_s = CALM_S / (2 if ctx.quick else 1)
+    await ensure_topics(ctx.settings)
+    ctx.say(f"[{NAME}] producing a backlog of {flood_n:,} market-data events")
+    kafka = producer(ctx.settings)
+    await kafka.start()
+    try:
+        feed = QuoteFeed("flood")
+        for _ in range(0, flood_n, 20_000):
+            await send_envelopes(kafka, ctx.settings, feed.next(min(20_000, flood_n - feed.sent)))
+    finally:
+        await kafka.stop()
+    rows: dict[str, Row] = {}
+    labels = {key: label for key, (label, _) in VARIANTS.items()}
+    for e in ctx.experiments:  # e.g. --experiment fetch64k=.,SILVERTINE_FAUST_...=65536
+        labels[f"exp:{e.name}"] = (f"experiment **{e.name}** (lanes on"
+                                   + "".join(f", {k}={v}" for k, v in e.env) + ")")
+    for key, label in labels.items():
+        rows[f"{key}:flood"] = Row(f"{key}:flood", f"{label}: orders **under flood**")
+        rows[f"{key}:calm"] = Row(f"{key}:calm", f"{label}: orders, no flood")
+    for round_no in range(1, ctx.runs + 1):
+        for key in labels:
+            under, calm = await _one_run(ctx, key, f"r{round_no}", flood_n, calm_s)
+            rows[f"{key}:flood"].runs.append(under)
+            rows[f"{key}:calm"].runs.append(calm)
+            ctx.say(f"[{NAME}] round {round_no} {key:9s} orders under flood p50 "
+                    f"{under.values['p50_ms']:.1f} p99 {under.values['p99_ms']:.1f} ms "
+                    f"(n={under.values['orders']:.0f}, flood {under.values['flood_rate']:,.0f} "
+                    f"events/s); calm p50 {calm.values['p50_ms']:.1f} p99 "
+                    f"{calm.values['p99_ms']:.1f} ms")
+    report = ScenarioReport(
+        name=NAME, title=TITLE,
+        description=(__doc__ or "").split("\n\n", 1)[1].strip()
+        + f"\n\nThis run: backlog {flood_n:,} events, orders at {ORDER_RATE:g}/s, "
+        f"{calm_s:g} s without flood after it, {ctx.runs} rounds; lane max pause "
+        f"{ctx.settings.lane_max_pause_s * 1000:g} ms. CPU columns (flood rows): per "
+        "market-data event during the flood.",
+        rows=list(rows.values()),
+        metrics=[Metric("p50_ms", "order p50 ms"), Metric("p99_ms", "order p99 ms"),
+                 Metric("max_ms", "order max ms", 0), Metric("orders", "orders", 0),
+                 Metric("to_agent_ms", "agent wait ms/order"),
+                 Metric("to_log_ms", "log write ms/order"),
+                 Metric("flood_rate", "flood events/s", 0)],
+        unit_note="Ratios: lanes off / lanes on (>1× = the lanes help), flood / calm.",
+    )
+    report.ratios += [
+        Ratio("order p99 under flood: lanes off / lanes on", "lanes_off:flood", "lanes:flood",
+              "p99_ms"),
+        Ratio("order p50 under flood: lanes off / lanes on", "lanes_off:flood", "lanes:flood",
+              "p50_ms"),
+        Ratio("flood throughput: lanes on / lanes off", "lanes:flood", "lanes_off:flood",
+              "flood_rate"),
+        Ratio("lanes on: order p99 under flood / no flood", "lanes:flood", "lanes:calm",
+              "p99_ms"),
+    ]
+    for key in labels:
+        if key.startswith("exp:"):
+            report.ratios.append(Ratio(f"order p99 under flood: {key} / lanes on",
+                                       f"{key}:flood", "lanes:flood", "p99_ms"))
+    p99 = rows["lanes:flood"].median_of("p99_ms")
+    report.targets.append(Target(f"orders p99 ≤ {TARGET_P99_MS:g} ms under flood (lanes on)",
+                                 p99 <= TARGET_P99_MS, f"{p99:,.1f} ms (median of rounds)"))
+    if ctx.profile == "always" or (ctx.profile == "auto" and not p99 <= TARGET_P99_MS):
+        report.sections.append(("Profile of the worker under flood with orders (py-spy)",
+                                await _profile(ctx, flood_n)))
+    report.add_notes()
+    return report
+
+
+async def _profile(ctx: BenchContext, flood_n: int) -> str:
+    ctx.say(f"[{NAME}] profiling one more lanes-on run (py-spy, flood part)")
+    name = "lanes-profile.txt"
+    under, _ = await _one_run(ctx, "lanes", "profile", flood_n, 0.5, sampler_to=name)
+    output = ctx.work_dir / NAME / name
+    if not output.exists():
+        return f"py-spy wrote no output; see {output.with_suffix('.log')}"
+    cpu = under.cpu_us_per_event("worker")
+    return (f"One extra lanes-on run with py-spy attached during the flood: orders p99 "
+            f"{under.values['p99_ms']:.0f} ms, flood {under.values['flood_rate']:,.0f} "
+            f"events/s, worker CPU {cpu or math.nan:.1f} µs per market-data event. Folded "
+            f"stacks: `{output}`.\n\n" + Profile.load(output).markdown(top=15,
+                                                                       cpu_us_per_event=cpu))
