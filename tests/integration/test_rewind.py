@@ -96,7 +96,7 @@ async def wait_reprocessed(worker: WorkerProcess, workers: WorkerPool, at_least:
         return after if after == before else None
 
     try:
-        result = await async_wait_for(settled, timeout=60, interval=0.2,
+        result = await async_wait_for(settled, timeout=120, interval=0.2,
                                       message=f"the restarted worker to reprocess {at_least}+")
     except AssertionError as exc:
         seen = counter(worker, "silvertine_events_in_total")
