@@ -25,6 +25,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from silvertine_streams.events import Event, EventType, decode_message, fill_missing_identity
+from silvertine_streams.observability.metrics import DEAD_LETTERS
 from silvertine_streams.publisher import group_envelopes
 from silvertine_streams.sinks.dead_letters import DeadLetter, DeadLetterSink
 from silvertine_streams.topics import INGRESS_GROUP, ingress_stream
@@ -158,6 +159,8 @@ class IngressMirror:
             events.extend(fill_missing_identity(decoded.events, raw, origin, entry_time_s))
         if letters:
             await self._dead_letters.write(letters)
+            for letter in letters:
+                DEAD_LETTERS.labels(self._type.value, letter.reason.split(":", 1)[0]).inc()
         for topic, partition, chunk in group_envelopes(events, self._partitions,
                                                        self._batch_max):
             await self._send(topic, partition, chunk)
