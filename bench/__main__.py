@@ -93,7 +93,8 @@ def _run_scenario(args: argparse.Namespace, name: str, work_dir: Path,
     say = lambda text: print(text, flush=True)  # noqa: E731
     stack = None
     if overrides is None:
-        settings, pids = load_settings(data_dir=work_dir / name, metrics_port=0), {}
+        settings = load_settings(data_dir=work_dir / name, metrics_port=0)
+        pids: dict[str, int] = {}
     else:
         stack, settings, pids = start_stack(work_dir / name, **overrides)
     try:

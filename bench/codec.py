@@ -29,7 +29,7 @@ import json
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, cast
 
 import faust
 from faust.serializers import codecs
@@ -38,7 +38,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, m
 from bench.harness import BenchContext, BenchError
 from bench.pipeline_throughput import make_events
 from bench.report import Metric, Ratio, Row, Run, ScenarioReport
-from silvertine_streams.events import EventType, decode_message, encode_batch
+from silvertine_streams.events import EventType, MarketDataEvent, decode_message, encode_batch
 
 NAME = "codec"
 TITLE = "Codec: decode + validate a 500-event envelope (µs/event, in process)"
@@ -155,7 +155,7 @@ def _time(fn: Callable[[bytes], list[Any]], data: bytes, number: int) -> float:
 async def run(ctx: BenchContext) -> ScenarioReport:
     events = make_events(ENVELOPE_EVENTS)
     data = encode_batch(events)
-    prices = [e.price for e in events]
+    prices = [cast(MarketDataEvent, e).price for e in events]
     variants = _variants()
     rows = {key: Row(key, label) for key, (label, _) in variants.items()}
     numbers = {}
@@ -186,4 +186,5 @@ async def run(ctx: BenchContext) -> ScenarioReport:
         if key != "ours":
             report.ratios.append(Ratio(f"{rows[key].label.split(',')[0].split(' (')[0]} "
                                        f"[{key}] / ours", key, "ours", "us_per_event"))
+    report.add_notes()
     return report

@@ -62,7 +62,7 @@ def tree_cpu_seconds(pid: int) -> float | None:
     total = cpu_seconds(pid)
     if total is None:
         return None
-    parents = {}
+    parents: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
             parents.setdefault(int(stat[1]), []).append(int(entry.name))

@@ -93,15 +93,18 @@ async def _phase(ctx: BenchContext, kafka: AIOKafkaProducer, target: _Target, ra
         if target.metrics_port:
             means, _ = await stage_means(target.metrics_port, stages0, "market_data")
             values["to_agent_ms"], values["to_log_ms"] = means["to_agent_ms"], means["to_log_ms"]
-        cpu = {"worker": None if cpu0 is None or cpu1 is None else cpu1 - cpu0}
-        cpu.update({k: (None if servers0[k] is None or servers1[k] is None
-                        else servers1[k] - servers0[k]) for k in servers0})
+        cpu = {"worker": _delta(cpu0, cpu1)}
+        cpu.update({k: _delta(servers0[k], servers1[k]) for k in servers0})
         run = Run(events=offered.events, seconds=offered.seconds, cpu_s=cpu, values=values)
         if not complete:
             run.extra["incomplete"] = f"{len(latencies)}/{offered.events} logged"
         return run
     finally:
         await redis.aclose()
+
+
+def _delta(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else b - a
 
 
 async def _warm_up(ctx: BenchContext, kafka: AIOKafkaProducer, target: _Target) -> None:

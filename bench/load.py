@@ -20,6 +20,7 @@ import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaProducer
@@ -114,7 +115,7 @@ class QuoteFeed:
         names, n = self.names, len(self.names)
         for i in range(self.sent, self.sent + count):
             mid = 100.0 + (i % 997) * 0.01
-            extra = {} if ts_ns is None else {"ts_ns": ts_ns}
+            extra: dict[str, Any] = {} if ts_ns is None else {"ts_ns": ts_ns}
             events.append(MarketDataEvent(
                 symbol=names[i % n], price=mid, volume=1.0, bid=mid - 0.01, ask=mid + 0.01,
                 source=self.source, sequence=i // n + 1, **extra))

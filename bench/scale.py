@@ -1,9 +1,9 @@
 """Scenario: 1 vs 2 workers on 8 partitions; rebalance and failover times.
 
 Topics have 8 partitions here and workers a 6 s session timeout
-(`SILVERTINE_SESSION_TIMEOUT_S=6`; rebalance timeout 2 s, the default). A
-backlog of market data (100 symbols, 500-event envelopes) is produced once.
-Each round:
+(`SILVERTINE_SESSION_TIMEOUT_S=6`; rebalance timeout 2 s, the default). Each
+round gets a fresh stack (one round's failover cannot leak into the next) and
+a backlog of market data (100 symbols, 500-event envelopes), then:
 
 1. **2 workers**, one fresh group, started together, drain the backlog, timed
    as in 2; CPU of both workers per event. *2nd worker late* = how long after
@@ -28,19 +28,20 @@ Workers run as `silvertine worker` runs them: under the product's supervisor
 out-of-turn offsets); `kill -9` hits the supervisor, and its worker dies with
 it. CPU columns are process trees.
 
-A phase that does not complete (45 s) is recorded as ∞ and named.
+A phase that does not complete (join 45 s, failover 30 s) is recorded as ∞ and named.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 import uuid
 
 from aiokafka import AIOKafkaProducer
 
-from bench.harness import BenchContext, BenchError, Worker, wait_for_mark, worker
+from bench.harness import BenchContext, BenchError, Worker, start_stack, wait_for_mark, worker
 from bench.load import Entry, QuoteFeed, paced, producer, read_log, send_envelopes
 from bench.measure import reset_redis
 from bench.report import Metric, Ratio, Row, Run, ScenarioReport
@@ -49,11 +50,12 @@ from silvertine_streams.topics import log_stream
 
 NAME = "scale"
 TITLE = "Scale-out: 1 vs 2 workers on 8 partitions, rebalance and failover"
-STACK: dict[str, object] = {"partitions": 8, "session_timeout_s": 6.0}
+STACK = None  # a fresh stack per round (see run): one round's failover must not leak
+ROUND_STACK: dict[str, object] = {"partitions": 8, "session_timeout_s": 6.0}
 
 EVENTS = 150_000
 JOIN_TIMEOUT_S = 45.0
-FAILOVER_TIMEOUT_S = 45.0
+FAILOVER_TIMEOUT_S = 30.0
 PACED_RATE = 2_000.0
 PACED_TICK_S = 0.05
 """2k events/s in 50 ms ticks = 160 messages/s over 8 partitions: well under one
@@ -225,16 +227,6 @@ async def _failover(ctx: BenchContext, load: _Load, survivor: Worker, victim: Wo
 async def run(ctx: BenchContext) -> ScenarioReport:
     """Options: ``events`` (backlog, default 150,000)."""
     n = int(ctx.options.get("events", EVENTS // (10 if ctx.quick else 1)))
-    await ensure_topics(ctx.settings)
-    ctx.say(f"[{NAME}] producing {n:,} events to {ctx.settings.partitions} partitions")
-    kafka = producer(ctx.settings)
-    await kafka.start()
-    try:
-        feed = QuoteFeed("scale-feed")
-        while feed.sent < n:
-            await send_envelopes(kafka, ctx.settings, feed.next(min(20_000, n - feed.sent)))
-    finally:
-        await kafka.stop()
     rows = {
         "one": Row("one", "1 worker, 8 partitions"),
         "two": Row("two", "2 workers (one group, started together), 8 partitions"),
@@ -243,31 +235,17 @@ async def run(ctx: BenchContext) -> ScenarioReport:
     }
     for round_no in range(1, ctx.runs + 1):
         tag = f"r{round_no}"
-        group = f"bench-two-{tag}-{uuid.uuid4().hex[:6]}"
-        pair = [worker(ctx, NAME, f"two{i}-{tag}", app_id=group) for i in (1, 2)]
+        stack, settings, pids = await asyncio.to_thread(
+            start_stack, ctx.work_dir / NAME / f"round-{round_no}", **ROUND_STACK)
         try:
-            two = await _drain(ctx, pair, n)
-        except BenchError as exc:  # recorded, not fatal: the other phases still run
-            two = Run(0, 0.0, extra={"failed": str(exc).splitlines()[0]})
+            one, two, join, failover = await _round(
+                dataclasses.replace(ctx, settings=settings, server_pids=pids), n, tag)
         finally:
-            _stop(pair)
-        first = worker(ctx, NAME, f"one-{tag}")
-        started = [first]
-        join = failover = Run(0, 0.0)
-        try:
-            one = await _drain(ctx, [first], n)
-            async with _Load(ctx, tag) as load:
-                join, second = await _join(ctx, load, first, tag)
-                started.append(second)
-                failover = (await _failover(ctx, load, first, second)
-                            if "stuck" not in join.extra else Run(0, 0.0))
-        except BenchError as exc:
-            one = Run(0, 0.0, extra={"failed": str(exc).splitlines()[0]})
-        finally:
-            _stop(started)
+            await asyncio.to_thread(stack.down)
         for key, result in (("one", one), ("two", two), ("join", join),
                             ("failover", failover)):
             rows[key].runs.append(result)
+
         def get(run: Run, key: str) -> float:
             return run.values.get(key, math.nan)
 
@@ -292,10 +270,46 @@ async def run(ctx: BenchContext) -> ScenarioReport:
                  Metric("join_start_s", "start → consuming s"),
                  Metric("stall_s", "rebalance stall s", 2)],
         cpu_processes=("redis", "kafka"),
-        unit_note="Ratios: 2 workers / 1 worker.",
+        unit_note="Ratios: 2 workers / 1 worker. ∞ = did not complete (join 45 s, failover 30 s).",
     )
     report.ratios += [Ratio("throughput, 2 workers / 1", "two", "one"),
                       Ratio("steady throughput, 2 workers / 1", "two", "one", "steady"),
                       Ratio("worker CPU per event, 2 workers / 1", "two", "one", "worker_cpu_us")]
     report.add_notes()
     return report
+
+
+async def _round(ctx: BenchContext, n: int, tag: str) -> tuple[Run, Run, Run, Run]:
+    """One round on its own stack: the backlog, then the four phases."""
+    await ensure_topics(ctx.settings)
+    kafka = producer(ctx.settings)
+    await kafka.start()
+    try:
+        feed = QuoteFeed("scale-feed")
+        while feed.sent < n:
+            await send_envelopes(kafka, ctx.settings, feed.next(min(20_000, n - feed.sent)))
+    finally:
+        await kafka.stop()
+    group = f"bench-two-{tag}-{uuid.uuid4().hex[:6]}"
+    pair = [worker(ctx, NAME, f"two{i}-{tag}", app_id=group) for i in (1, 2)]
+    try:
+        two = await _drain(ctx, pair, n)
+    except BenchError as exc:  # recorded, not fatal: the other phases still run
+        two = Run(0, 0.0, extra={"failed": str(exc).splitlines()[0]})
+    finally:
+        _stop(pair)
+    first = worker(ctx, NAME, f"one-{tag}")
+    started = [first]
+    join = failover = Run(0, 0.0)
+    try:
+        one = await _drain(ctx, [first], n)
+        async with _Load(ctx, tag) as load:
+            join, second = await _join(ctx, load, first, tag)
+            started.append(second)
+            failover = (await _failover(ctx, load, first, second)
+                        if "stuck" not in join.extra else Run(0, 0.0))
+    except BenchError as exc:
+        one = Run(0, 0.0, extra={"failed": str(exc).splitlines()[0]})
+    finally:
+        _stop(started)
+    return one, two, join, failover
