@@ -410,7 +410,10 @@ def test_clock_sync_fails_over_and_prefers_the_server_that_answered(
     fake.set("ntp4", ntplib.NTPException("No response received from ntp4."))
     fake.set("ntp1", good(0.001))
     wait_for(lambda: sync.snapshot().server == "ntp1", message="failover to ntp1")
-    assert sync.snapshot().drift_ppm is None  # samples from another server start afresh
+    # Samples from another server start afresh: ntp1 answers a constant offset, so
+    # its drift is None (one sample) or 0.0 (more rounds ran, interval 20 ms); a
+    # fit that still mixed in ntp4's 3 ms samples would show a non-zero drift.
+    assert sync.snapshot().drift_ppm in (None, 0.0)
 
 
 def test_clock_sync_turns_unsynchronised_when_replies_stop_and_names_the_errors(
