@@ -1,23 +1,14 @@
-"""Redis key names used by the sinks, spelled in one place.
+"""Redis key names used by the sinks.
 
-The lead may move these into ``topics.py``; until then every module that needs a
-stream or dedupe key imports it from here rather than spelling it inline.
+Stream names are spelled once, in :mod:`silvertine_streams.topics`, and re-exported
+here for the sinks; the dedupe index's bucket keys belong to the log sink alone.
 """
 
 from __future__ import annotations
 
-DLQ_STREAM = "dlq"
-"""Redis stream of dead letters (fields ``payload``, ``reason``, ``origin``)."""
+from silvertine_streams.topics import DLQ_STREAM, ingress_stream, log_stream
 
-
-def log_stream(event_type: str) -> str:
-    """Return the canonical-log stream of ``event_type`` (field ``event`` = event JSON)."""
-    return f"log:{event_type}"
-
-
-def ingress_stream(event_type: str) -> str:
-    """Return the Redis ingress stream of ``event_type`` (the seed's producer API)."""
-    return f"events:{event_type}"
+__all__ = ["DLQ_STREAM", "dedupe_bucket", "ingress_stream", "log_stream"]
 
 
 def dedupe_bucket(event_type: str, bucket: int) -> str:
