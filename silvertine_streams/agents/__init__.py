@@ -271,8 +271,9 @@ def _register_agent(
                     controller.in_flight -= 1
             # Written on every message that moved a mark (expiries by the timer
             # cannot write: Faust ties table writes to the current message).
-            if outcome.sequence_changes or state.tracker.snapshot() != table.get(key):
+            if outcome.sequence_changes or state.unsaved:
                 table[key] = state.tracker.snapshot()
+                state.unsaved = False
             lag_gauge.set(lag)
             held_gauge.set(outcome.held)
 

@@ -99,6 +99,8 @@ class PartitionState:
     buffer: ReorderBuffer[Pending]
     offsets: OffsetGuard
     tp: Any = None
+    unsaved: bool = False
+    """Marks moved by an expiry (the timer cannot write the table); saved with the next message."""
 
 
 @dataclass(slots=True)
@@ -287,6 +289,7 @@ class EventPipeline:
         if releases:
             await self._release(list(releases), [], outcome)
             outcome.sequence_changes = state.tracker.drain_changes()
+            state.unsaved = state.unsaved or bool(outcome.sequence_changes)
         return outcome
 
     def due_partitions(self, now: float) -> list[PartitionState]:
