@@ -125,6 +125,12 @@ class Settings(BaseSettings):
         description="per-type lane overrides, e.g. market_data=low,signal=critical "
         "(defaults: order/fill critical, signal/system high, market_data normal)",
     )
+    event_types: str = Field(
+        default="",
+        description="comma-separated event types this worker consumes and mirrors (empty: "
+        "all). Run order,fill in a worker group of their own (another SILVERTINE_APP_ID) "
+        "so market data never shares their process",
+    )
     lane_max_pause_s: float = Field(
         default=0.05, gt=0, description="longest stretch a lower lane is paused for critical work"
     )
@@ -203,6 +209,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"type=value entries with a type of {', '.join(_EVENT_TYPES)}")
         return value
 
+    @field_validator("event_types")
+    @classmethod
+    def _check_event_types(cls, value: str) -> str:
+        for name in filter(None, (part.strip() for part in value.split(","))):
+            if name not in _EVENT_TYPES:
+                raise ValueError(f"comma-separated types of {', '.join(_EVENT_TYPES)}")
+        return value
+
     @field_validator("table_store")
     @classmethod
     def _check_table_store(cls, value: str) -> str:
@@ -217,6 +231,12 @@ class Settings(BaseSettings):
             if name in ("kafka_url", "redis_url") and isinstance(value, str):
                 value = re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", value)
             yield name, value
+
+    @property
+    def consumed_types(self) -> tuple[str, ...]:
+        """The event types this worker runs agents and ingress mirrors for, in EVENT_TYPES order."""
+        chosen = {part.strip() for part in self.event_types.split(",") if part.strip()}
+        return tuple(t for t in _EVENT_TYPES if not chosen or t in chosen)
 
     @property
     def kafka_bootstrap(self) -> list[str]:

@@ -53,7 +53,7 @@ from silvertine_streams.observability.metrics import (
 )
 from silvertine_streams.sinks.canonical_log import CanonicalLogSink
 from silvertine_streams.sinks.dead_letters import DeadLetter, DeadLetterSink
-from silvertine_streams.topics import DLQ_TOPIC, EVENT_TYPES, event_topic
+from silvertine_streams.topics import DLQ_TOPIC, event_topic
 
 if TYPE_CHECKING:
     from silvertine_streams.app import SilvertineApp
@@ -62,7 +62,12 @@ log = logging.getLogger(__name__)
 
 
 def register_agents(app: SilvertineApp) -> None:
-    """Register the pipeline agent of every event type, its table, and the shared sinks."""
+    """Register the pipeline agent of every consumed event type, its table, and the sinks.
+
+    ``SILVERTINE_EVENT_TYPES`` narrows the types: a worker group of its own for
+    orders and fills gives them their own fetches, event loop and GIL, which the
+    in-process lanes cannot (they only reorder work that already arrived).
+    """
     settings = app.settings
     redis = aioredis.Redis.from_url(
         str(settings.redis_url), socket_timeout=5.0, socket_connect_timeout=5.0
@@ -119,7 +124,7 @@ def register_agents(app: SilvertineApp) -> None:
     filler = HoleFiller(settings)
     pipelines: dict[str, EventPipeline] = {}
     log_sinks: list[CanonicalLogSink] = []
-    for type_name in EVENT_TYPES:
+    for type_name in settings.consumed_types:
         event_type = EventType(type_name)
         log_sink = CanonicalLogSink(redis, type_name, window_s=settings.dedupe_window_s,
                                     retry_max_s=settings.sink_retry_max_s)
@@ -349,7 +354,7 @@ def _register_mirrors(
             None, None,
         )
 
-    for type_name in EVENT_TYPES:
+    for type_name in settings.consumed_types:
         mirror = IngressMirror(
             redis, EventType(type_name), send_envelope, dead_letter_sink, consumer_name,
             settings.partitions, batch_max=settings.envelope_max_events,

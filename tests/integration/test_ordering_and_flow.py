@@ -12,6 +12,7 @@ from silvertine_streams.embedded import EmbeddedStack
 from silvertine_streams.events import Event, MarketDataEvent, OrderEvent, OrderSide
 from silvertine_streams.publisher import Publisher
 from silvertine_streams.settings import Settings
+from silvertine_streams.topics import INGRESS_GROUP, ingress_stream
 from tests.helpers import async_wait_for
 from tests.integration.test_pipeline import ticks, wait_for_log
 from tests.logcheck import assert_log_invariants, read_dlq, read_log
@@ -152,3 +153,33 @@ async def test_the_publisher_waits_while_the_engine_is_behind_and_not_after(
 
         # Offsets are committed every few seconds; then the lag is back under the bound.
         await async_wait_for(caught_up, timeout=30, message="the throttle to release")
+
+
+async def test_a_critical_worker_group_consumes_and_mirrors_only_its_types(
+    pipeline_settings: Settings, redis_client: Redis, workers: WorkerPool
+) -> None:
+    critical = pipeline_settings.model_copy(update={
+        "app_id": f"{pipeline_settings.app_id}-critical", "event_types": "order,fill"})
+    bulk = pipeline_settings.model_copy(update={"event_types": "market_data,signal,system"})
+    quotes = ticks(["AAPL", "MSFT"], 20)
+    orders_by_kafka = [order(n) for n in range(1, 6)]
+    orders_by_ingress = [order(n, "MSFT") for n in range(1, 6)]
+    async with Publisher(pipeline_settings) as publisher:
+        await publisher.publish_many(quotes + orders_by_kafka)
+        await publisher.publish_many_to_ingress(orders_by_ingress + quotes[:4])
+
+    workers.start(critical)
+    logged = await wait_for_log(redis_client, "order", 10, workers)
+    assert {e["event_id"] for e in logged} == {
+        e.event_id for e in orders_by_kafka + orders_by_ingress}
+    # The critical group neither consumed market data nor mirrored its ingress stream.
+    assert await redis_client.xlen("log:market_data") == 0
+    assert await redis_client.xlen(ingress_stream("market_data")) == 4
+    groups = await redis_client.xinfo_groups(ingress_stream("market_data"))
+    assert INGRESS_GROUP.encode() not in [g["name"] for g in groups]  # no mirror read it
+
+    workers.start(bulk)
+    market_data = await wait_for_log(redis_client, "market_data", 40, workers)
+    assert {e["event_id"] for e in market_data} == {e.event_id for e in quotes}
+    assert_log_invariants(market_data)
+    assert len(await read_log(redis_client, "order")) == 10

@@ -38,6 +38,7 @@ def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
         ("SILVERTINE_TABLE_STORE", "rocksdict://", "memory:// or rocksdb://"),
         ("SILVERTINE_LOG_LEVEL", "loud", "debug"),
         ("SILVERTINE_HANDLER_TIMEOUT_S", "-1", "> 0"),
+        ("SILVERTINE_EVENT_TYPES", "order,fills", "comma-separated types of market_data"),
     ],
 )
 def test_a_bad_value_names_the_variable_and_what_it_accepts(
@@ -49,6 +50,12 @@ def test_a_bad_value_names_the_variable_and_what_it_accepts(
     assert caught.value.setting == variable
     assert variable in str(caught.value) and repr(value) in str(caught.value)
     assert accepted in str(caught.value)
+
+
+def test_event_types_narrow_what_a_worker_consumes_in_a_fixed_order() -> None:
+    assert load_settings().consumed_types == (
+        "market_data", "order", "fill", "signal", "system")
+    assert load_settings(event_types=" fill, order ").consumed_types == ("order", "fill")
 
 
 def test_passwords_are_hidden_when_printed() -> None:
