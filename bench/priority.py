@@ -12,9 +12,19 @@ when the backlog is logged the orders go on for a few seconds without flood.
   queued or in flight (`silvertine_streams/agents/lanes.py`).
 * **lanes off**: `SILVERTINE_LANES=market_data=critical`, so market data never
   yields (the baseline, same run, interleaved round by round).
+* **critical group**: two workers, the product's split deployment: one with
+  `SILVERTINE_EVENT_TYPES=order,fill` in a group of its own (its own app id),
+  one with the other types. Orders then share no process, consumer, GIL or
+  event loop with the flood, only the machine and the servers.
+* **raw floor for orders** (the baseline): the same market-data worker, and
+  `bench/raw_floor.py` (aiokafka, no group → pipelined XADD, no checks) on
+  `silvertine.order`: the least any consumer pays for an order on this stack
+  under this flood (same broker, Redis and cores).
 
-Order latency = `log:order` entry id time − the order's `ts_ns` (its scheduled
-publish time), as in the latency scenario. Each run's group starts at the end
+Orders start one second after the flood's first message: the moments before
+are a worker group starting up (joins, first fetches), which the scale scenario
+measures, not a flood. Order latency = `log:order` entry id time − the order's
+`ts_ns` (its scheduled publish time), as in the latency scenario. Each run's group starts at the end
 of `silvertine.order` (`rewind_group(..., "latest", ["order"])`), so earlier
 runs' orders are not replayed into it. *Flood events/s* = backlog size /
 (last market-data event logged − first message consumed). *agent wait* / *log
@@ -24,12 +34,13 @@ write*: the worker's own `silvertine_stage_latency_seconds` means for orders.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 
 from redis.asyncio import Redis
 
-from bench.harness import BenchContext, Worker, free_port, wait_for_mark, worker
+from bench.harness import BenchContext, Worker, floor, free_port, wait_for_mark, worker
 from bench.load import (
     QuoteFeed,
     latency_values,
@@ -47,22 +58,27 @@ from silvertine_streams.events import OrderEvent, OrderSide
 from silvertine_streams.kafka_admin import ensure_topics
 from silvertine_streams.publisher import Publisher
 from silvertine_streams.replay import rewind_group
-from silvertine_streams.topics import log_stream
+from silvertine_streams.topics import event_topic, log_stream
 
 NAME = "priority"
-TITLE = "Priority: order latency under a market-data flood (ms), lanes on vs off"
+TITLE = ("Priority: order latency under a market-data flood (ms), lanes on vs off vs a "
+         "critical worker group")
 STACK: dict[str, object] = {}
 
 FLOOD_EVENTS = 300_000
 ORDER_RATE = 50.0
 ORDER_SYMBOLS = [f"ORD{i}" for i in range(8)]
 CALM_S = 4.0
+FLOOD_WARMUP_S = 1.0
 TARGET_P99_MS = 20.0
 VARIANTS = {
     "lanes": ("lanes on (defaults)", {}),
     "lanes_off": ("lanes off (`SILVERTINE_LANES=market_data=critical`)",
                   {"SILVERTINE_LANES": "market_data=critical"}),
+    "split": ("critical group (`SILVERTINE_EVENT_TYPES=order,fill` in its own worker)", {}),
+    "floor": ("raw floor for orders (aiokafka → XADD) beside a market-data worker", {}),
 }
+BULK_TYPES, CRITICAL_TYPES = "market_data,signal,system", "order,fill"
 MD_LOG, ORDER_LOG = log_stream("market_data"), log_stream("order")
 
 
@@ -84,13 +100,25 @@ class _Orders:
 
 
 async def _one_run(ctx: BenchContext, variant: str, tag: str, flood_n: int, calm_s: float,
-                   sampler_to: str | None = None) -> tuple[Run, Run]:
+                   warmup_s: float, sampler_to: str | None = None) -> tuple[Run, Run]:
     """One worker on the flood: (orders under flood, orders after it)."""
     await reset_redis(ctx)
     port = free_port()
     experiment = next((e for e in ctx.experiments if f"exp:{e.name}" == variant), None)
-    w: Worker = worker(ctx, NAME, f"{variant.replace(':', '-')}-{tag}", metrics_port=port,
-                       experiment=experiment, env=VARIANTS.get(variant, ("", {}))[1])
+    label = f"{variant.replace(':', '-')}-{tag}"
+    split = variant in ("split", "floor")  # orders are not w's: another process takes them
+    w: Worker = worker(ctx, NAME, label, metrics_port=0 if split else port,
+                       experiment=experiment, env=VARIANTS.get(variant, ("", {}))[1],
+                       **({"event_types": BULK_TYPES} if split else {}))
+    order_worker = w
+    if variant == "split":
+        order_worker = worker(ctx, NAME, f"{label}-critical", metrics_port=port,
+                              app_id=f"{w.settings.app_id}-critical",
+                              event_types=CRITICAL_TYPES)
+    elif variant == "floor":
+        order_worker = floor(ctx, NAME, f"{label}-floor", topic=event_topic("order"),
+                             stream=ORDER_LOG)
+    stage_port = None if variant == "floor" else port  # the floor has no metrics
     redis = ctx.redis()
     publisher = Publisher(ctx.settings.model_copy(
         update={"publish_max_lag": 0, "publish_max_backlog": 0}))
@@ -98,12 +126,18 @@ async def _one_run(ctx: BenchContext, variant: str, tag: str, flood_n: int, calm
     try:
         # Earlier runs' orders stay in `silvertine.order`: start this group after them
         # (the product's rewind), so only this run's orders are in its figures.
-        await rewind_group(w.settings, "latest", ["order"])
+        if variant != "floor":  # the floor has no group: it reads from the beginning
+            await rewind_group(order_worker.settings, "latest", ["order"])
+        if split:
+            # The critical worker first: measure orders only once it consumes them.
+            order_worker.start()
+            await publisher.publish(_Orders(f"warm-up-{label}").next(1, time.time_ns())[0])
+            await wait_for_mark(order_worker.mark, order_worker.child)
         w.start()
         flood_started = await wait_for_mark(w.mark, w.child)
         if sampler_to:
             sampler = Sampler(w.child.pid, ctx.work_dir / NAME / sampler_to).start()
-        cpu0, servers0 = w.child.cpu(), ctx.server_cpu()
+        cpu0, servers0 = _cpu(w, order_worker), ctx.server_cpu()
         flood_done = asyncio.Event()
         flood_end = [math.nan]
 
@@ -113,7 +147,7 @@ async def _one_run(ctx: BenchContext, variant: str, tag: str, flood_n: int, calm
             flood_done.set()
 
         watcher = asyncio.create_task(watch_flood())
-        stages0 = (await stage_means(port, {}, "order"))[1]
+        stages0 = (await _stage_means(stage_port, {}))[1]
         flood_orders = _Orders(f"orders-{variant}-{tag}-flood")
 
         async def send_flood(count: int, ts_ns: int) -> int:
@@ -121,17 +155,23 @@ async def _one_run(ctx: BenchContext, variant: str, tag: str, flood_n: int, calm
                 await publisher.publish(order)
             return count
 
+        # The flood's first moments are the group starting up (joins, first fetches),
+        # which the scale scenario measures; orders go out once the flood runs.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(flood_done.wait(),
+                                   max(0.0, flood_started + warmup_s - time.time()))
         # Orders while the backlog drains, in slices so they stop with the flood.
         while not flood_done.is_set():
             await paced(send_flood, ORDER_RATE, 1 / ORDER_RATE, 0.5)
             w.child.check_alive("draining the flood")
+            order_worker.child.check_alive("taking orders under the flood")
             if watcher.done() and not math.isfinite(flood_end[0]):
                 break
         await watcher
-        cpu1, servers1 = w.child.cpu(), ctx.server_cpu()
+        cpu1, servers1 = _cpu(w, order_worker), ctx.server_cpu()
         if sampler is not None:
             sampler.stop()
-        flood_stages, stages1 = await stage_means(port, stages0, "order")
+        flood_stages, stages1 = await _stage_means(stage_port, stages0)
         calm_orders = _Orders(f"orders-{variant}-{tag}-calm")
 
         async def send_calm(count: int, ts_ns: int) -> int:
@@ -142,7 +182,7 @@ async def _one_run(ctx: BenchContext, variant: str, tag: str, flood_n: int, calm
         calm = await paced(send_calm, ORDER_RATE, 1 / ORDER_RATE, calm_s)
         entries = await _orders_logged(redis, (flood_orders, calm_orders),
                                        int(flood_started * 1000) - 1000)
-        calm_stages, _ = await stage_means(port, stages1, "order")
+        calm_stages, _ = await _stage_means(stage_port, stages1)
         flood_s = flood_end[0] - flood_started
         under = Run(events=flood_orders.sent, seconds=flood_s, values={
             **_latencies(entries, flood_orders), "flood_rate": flood_n / flood_s,
@@ -161,6 +201,26 @@ async def _one_run(ctx: BenchContext, variant: str, tag: str, flood_n: int, calm
         await publisher.close()
         await redis.aclose()
         w.child.stop()
+        if split:
+            order_worker.child.stop()
+
+
+async def _stage_means(port: int | None, before: dict[str, float]
+                       ) -> tuple[dict[str, float], dict[str, float]]:
+    if port is None:
+        return {"to_agent_ms": math.nan, "to_log_ms": math.nan}, {}
+    return await stage_means(port, before, "order")
+
+
+def _cpu(*workers: Worker) -> float | None:
+    """CPU seconds of the distinct worker processes (both groups in the split variant)."""
+    total = 0.0
+    for w in {id(w): w for w in workers}.values():
+        used = w.child.cpu()
+        if used is None:
+            return None
+        total += used
+    return total
 
 
 def _delta(a: float | None, b: float | None) -> float | None:
@@ -192,6 +252,7 @@ async def run(ctx: BenchContext) -> ScenarioReport:
     """Options: ``flood`` (market-data events in the backlog, default 300,000)."""
     flood_n = int(ctx.options.get("flood", FLOOD_EVENTS // (10 if ctx.quick else 1)))
     calm_s = CALM_S / (2 if ctx.quick else 1)
+    warmup_s = FLOOD_WARMUP_S * (0.3 if ctx.quick else 1)
     await ensure_topics(ctx.settings)
     ctx.say(f"[{NAME}] producing a backlog of {flood_n:,} market-data events")
     kafka = producer(ctx.settings)
@@ -212,7 +273,7 @@ async def run(ctx: BenchContext) -> ScenarioReport:
         rows[f"{key}:calm"] = Row(f"{key}:calm", f"{label}: orders, no flood")
     for round_no in range(1, ctx.runs + 1):
         for key in labels:
-            under, calm = await _one_run(ctx, key, f"r{round_no}", flood_n, calm_s)
+            under, calm = await _one_run(ctx, key, f"r{round_no}", flood_n, calm_s, warmup_s)
             rows[f"{key}:flood"].runs.append(under)
             rows[f"{key}:calm"].runs.append(calm)
             ctx.say(f"[{NAME}] round {round_no} {key:9s} orders under flood p50 "
@@ -233,7 +294,8 @@ async def run(ctx: BenchContext) -> ScenarioReport:
                  Metric("to_agent_ms", "agent wait ms/order"),
                  Metric("to_log_ms", "log write ms/order"),
                  Metric("flood_rate", "flood events/s", 0)],
-        unit_note="Ratios: lanes off / lanes on (>1× = the lanes help), flood / calm.",
+        unit_note=("Ratios: lanes off / lanes on (>1× = the lanes help), flood / calm, lanes on / "
+                   "critical group (>1× = the split helps)."),
     )
     report.ratios += [
         Ratio("order p99 under flood: lanes off / lanes on", "lanes_off:flood", "lanes:flood",
@@ -244,6 +306,14 @@ async def run(ctx: BenchContext) -> ScenarioReport:
               "flood_rate"),
         Ratio("lanes on: order p99 under flood / no flood", "lanes:flood", "lanes:calm",
               "p99_ms"),
+        Ratio("order p99 under flood: lanes on / critical group", "lanes:flood",
+              "split:flood", "p99_ms"),
+        Ratio("flood throughput: critical group / lanes on", "split:flood", "lanes:flood",
+              "flood_rate"),
+        Ratio("order p99 under flood: critical group / raw floor", "split:flood", "floor:flood",
+              "p99_ms"),
+        Ratio("order p50 under flood: critical group / raw floor", "split:flood", "floor:flood",
+              "p50_ms"),
     ]
     for key in labels:
         if key.startswith("exp:"):
@@ -252,6 +322,10 @@ async def run(ctx: BenchContext) -> ScenarioReport:
     p99 = rows["lanes:flood"].median_of("p99_ms")
     report.targets.append(Target(f"orders p99 ≤ {TARGET_P99_MS:g} ms under flood (lanes on)",
                                  p99 <= TARGET_P99_MS, f"{p99:,.1f} ms (median of rounds)"))
+    split_p99 = rows["split:flood"].median_of("p99_ms")
+    report.targets.append(Target(
+        f"orders p99 ≤ {TARGET_P99_MS:g} ms under flood (critical group)",
+        split_p99 <= TARGET_P99_MS, f"{split_p99:,.1f} ms (median of rounds)"))
     if ctx.profile == "always" or (ctx.profile == "auto" and not p99 <= TARGET_P99_MS):
         report.sections.append(("Profile of the worker under flood with orders (py-spy)",
                                 await _profile(ctx, flood_n)))
@@ -262,7 +336,8 @@ async def run(ctx: BenchContext) -> ScenarioReport:
 async def _profile(ctx: BenchContext, flood_n: int) -> str:
     ctx.say(f"[{NAME}] profiling one more lanes-on run (py-spy, flood part)")
     name = "lanes-profile.txt"
-    under, _ = await _one_run(ctx, "lanes", "profile", flood_n, 0.5, sampler_to=name)
+    under, _ = await _one_run(ctx, "lanes", "profile", flood_n, 0.5, FLOOD_WARMUP_S,
+                              sampler_to=name)
     output = ctx.work_dir / NAME / name
     if not output.exists():
         return f"py-spy wrote no output; see {output.with_suffix('.log')}"
