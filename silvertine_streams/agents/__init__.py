@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import importlib
 import logging
@@ -129,9 +130,12 @@ def register_agents(app: SilvertineApp) -> None:
         log_sink = CanonicalLogSink(redis, type_name, window_s=settings.dedupe_window_s,
                                     retry_max_s=settings.sink_retry_max_s)
         log_sinks.append(log_sink)
+        # Bulk lanes overlap decoding the next message with this one's log write.
+        policy = dataclasses.replace(
+            policies[type_name], overlap_writes=not controller.is_critical(lane_of[type_name]))
         pipeline = EventPipeline(
             event_type,
-            policies[type_name],
+            policy,
             log_sink,
             dead_letter_sink,
             dispatcher,

@@ -104,8 +104,29 @@ class PartitionState:
 
 
 @dataclass(slots=True)
+class _Commit:
+    """What one message (or expiry) releases: made durable in order by ``_commit``."""
+
+    releases: list[tuple[Pending, Verdict | None]]
+    records: list[LogRecord]
+    logged_items: list[Pending]
+    letters: list[DeadLetter]
+    gap_reports: list[SystemEvent]
+    outcome: MessageOutcome
+    token: MessageToken | None = None
+    """The message's token, sealed once its releases are durable (None for an expiry)."""
+    stage_times: tuple[int, float | None, float] | None = None
+    """(first event's ts_ns, Kafka timestamp s, agent start s) for the stage metrics."""
+
+
+@dataclass(slots=True)
 class MessageOutcome:
-    """What one message (or one expiry) turned into, for tests, metrics and the table."""
+    """What one message (or one expiry) turned into, for tests, metrics and the table.
+
+    ``held`` and ``sequence_changes`` are final when ``process`` returns; the
+    counts of what was written (``logged``, ``duplicates``, ``dead_letters``)
+    only once the write is durable (see :meth:`EventPipeline.flush`).
+    """
 
     logged: int = 0
     duplicates: int = 0
@@ -128,6 +149,13 @@ class PipelinePolicy:
     timestamps: TimestampCheck = field(
         default_factory=lambda: TimestampCheck(5.0, datetime(2000, 1, 1, tzinfo=UTC))
     )
+    overlap_writes: bool = False
+    """Decode the next message while this one's log write is in flight (bulk lanes).
+
+    At most one write is in flight and the next is sent only after it succeeded,
+    so the log order and the sinks' retries are unchanged; acknowledgements and
+    handlers still follow durability. Critical lanes await their own write: an
+    order is small, and its latency is the write's."""
 
 
 class EventPipeline:
@@ -177,6 +205,7 @@ class EventPipeline:
         self._topic = event_topic(event_type.value)
         self._partitions: dict[int, PartitionState] = {}
         self._metrics = TypeMetrics.for_type(event_type.value)
+        self._in_flight: asyncio.Future[None] | None = None  # the overlapped write, if any
 
     # --- partition state -------------------------------------------------
 
@@ -273,13 +302,13 @@ class EventPipeline:
                 releases.extend(buffer.offer(stream, event.sequence, Pending(
                     event, fingerprint, token, f"{origin}#{index}", stream, reason)))
         releases.extend(buffer.expire())
-        await self._release(releases, letters, outcome)
+        commit = self._classify(releases, letters, outcome)
+        commit.token = token
+        if events:
+            commit.stage_times = (events[0].ts_ns, message_timestamp_s, started_s)
         outcome.held = buffer.held_count
         outcome.sequence_changes = tracker.drain_changes()
-        token.seal()
-        if events:
-            self._metrics.observe_stages(events[0].ts_ns, message_timestamp_s, started_s,
-                                         time.time())
+        await self._submit(commit, self.policy.overlap_writes)
         return outcome
 
     async def expire(self, state: PartitionState) -> MessageOutcome:
@@ -287,10 +316,17 @@ class EventPipeline:
         outcome = MessageOutcome()
         releases = state.buffer.expire()
         if releases:
-            await self._release(list(releases), [], outcome)
+            commit = self._classify(list(releases), [], outcome)
             outcome.sequence_changes = state.tracker.drain_changes()
             state.unsaved = state.unsaved or bool(outcome.sequence_changes)
+            await self._submit(commit, overlap=False)
         return outcome
+
+    async def flush(self) -> None:
+        """Wait until the overlapped write, if any, is durable (re-raising its failure)."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            await in_flight
 
     def due_partitions(self, now: float) -> list[PartitionState]:
         """Return the partitions whose reorder window has an item due at ``now``."""
@@ -330,13 +366,13 @@ class EventPipeline:
         result = shed(events, policy, self.policy.keep_per_batch, key=stream_key_of)
         return {id(event): result.reason for event in result.shed}
 
-    async def _release(
+    def _classify(
         self,
         releases: list[tuple[Pending, Verdict | None]],
         letters: list[DeadLetter],
         outcome: MessageOutcome,
-    ) -> None:
-        """Log, dead-letter or count what left the reorder window, then acknowledge."""
+    ) -> _Commit:
+        """Sort what left the reorder window into log records, dead letters and gap reports."""
         records: list[LogRecord] = []
         logged_items: list[Pending] = []
         gap_reports: list[SystemEvent] = []
@@ -363,17 +399,30 @@ class EventPipeline:
             records.append(LogRecord(item.event.event_id, item.fingerprint,
                                      encode_event(item.event), item.origin))
             logged_items.append(item)
+        return _Commit(releases, records, logged_items, letters, gap_reports, outcome)
 
-        if letters:
-            await self._dead_letter(letters, outcome)
+    async def _submit(self, commit: _Commit, overlap: bool) -> None:
+        """Make ``commit`` durable after the write before it: now, or overlapped."""
+        await self.flush()
+        if overlap:
+            self._in_flight = asyncio.ensure_future(self._commit(commit))
+        else:
+            await self._commit(commit)
+
+    async def _commit(self, commit: _Commit) -> None:
+        """Log and dead-letter a commit's events, then acknowledge and run handlers."""
+        outcome = commit.outcome
+        if commit.letters:
+            await self._dead_letter(commit.letters, outcome)
         new_events: list[Event] = []
+        records = commit.records
         if records:
             started = time.perf_counter()
             statuses = await self._log_sink.write(records)
             self._metrics.sink_latency.observe(time.perf_counter() - started)
             self._metrics.sink_batch_size.observe(len(records))
             conflicts: list[DeadLetter] = []
-            for record, item, status in zip(records, logged_items, statuses, strict=True):
+            for record, item, status in zip(records, commit.logged_items, statuses, strict=True):
                 if status is WriteStatus.WRITTEN:
                     new_events.append(item.event)
                 elif status is WriteStatus.DUPLICATE:
@@ -393,9 +442,13 @@ class EventPipeline:
         self._metrics.sequence_gaps.inc(outcome.gaps)
         self._metrics.sequence_stale.inc(outcome.stale)
         # Everything released is now durable (logged, dead-lettered or counted).
-        for item, _ in releases:
+        for item, _ in commit.releases:
             item.token.done_one()
-        for report in gap_reports:
+        if commit.token is not None:
+            commit.token.seal()
+        if commit.stage_times is not None:
+            self._metrics.observe_stages(*commit.stage_times, time.time())
+        for report in commit.gap_reports:
             await self._publish_system(report)
         if new_events and self._dispatcher is not None:
             record_dispatch(await self._dispatcher.dispatch(new_events, self.event_type))
