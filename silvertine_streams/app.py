@@ -1,6 +1,6 @@
 """The Faust app: ``create_app(settings)``, and ``app`` for ``faust -A silvertine_streams.app``.
 
-Two of Faust's defaults do not suit a trading engine on our stack, so the app
+Some of Faust's defaults do not suit a trading engine on our stack, so the app
 changes them here, in one place:
 
 * Faust hard-codes the consumer's fetch wait to 1,500 ms, which shows up as
@@ -8,6 +8,9 @@ changes them here, in one place:
 * Faust declares only its internal topics, and Tansu auto-creates any other
   topic with 4 partitions on first produce: we declare ours before the worker
   subscribes, and refuse to run when an existing one has another partition count.
+* Faust clears every stream buffer whenever flow control is resumed, also when
+  it was not suspended: at the end of a recovery that dropped messages the
+  consumer had already fetched past (:class:`_FlowControl`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import faust
 from aiokafka import AIOKafkaConsumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.utils.functional import consecutive_numbers
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
 
 from silvertine_streams.kafka_admin import ensure_topics
 from silvertine_streams.settings import Settings, load_settings
@@ -79,6 +84,28 @@ class _Consumer(faust_aiokafka.Consumer):
         return int(batch[-1]) + 1
 
 
+class _FlowControl(FlowControlEvent):
+    """Faust's flow control of stream buffers, clearing them only when flow was suspended.
+
+    Clearing on resume is right after a suspension (a rebalance): what the
+    buffers hold was fetched for the old assignment and is fetched again from
+    the committed offsets. But Faust's recovery resumes flow for the changelogs,
+    then resumes the stream partitions, seeks them to the committed offsets and
+    resumes flow once more, clearing what was fetched while the seek was
+    awaited. For a partition already sought, the consumer's position had passed
+    those messages and nothing fetched them again; nothing noticed either, as
+    they were the partition's last messages (a backlog produced while no worker
+    ran) and no later offset revealed a hole. Kept, they are processed; copies
+    fetched again after the seek are redeliveries that the offset guard skips.
+    """
+
+    def resume(self) -> None:
+        """Resume flow into the buffers; clear them only if flow was suspended."""
+        if self.is_active():
+            return  # nothing was held back, so nothing buffered is stale
+        super().resume()
+
+
 class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
 
@@ -92,6 +119,11 @@ class SilvertineApp(faust.App):
 
     def _new_transport(self) -> _Transport:
         return _Transport(self.conf.broker_consumer, self)
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        """Flow control of the stream buffers (see :class:`_FlowControl`)."""
+        return _FlowControl(loop=self.loop)
 
     async def on_first_start(self) -> None:
         """Declare and check every topic before the consumer subscribes."""
