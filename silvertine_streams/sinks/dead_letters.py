@@ -28,13 +28,10 @@ from typing import NamedTuple
 import msgspec
 from redis.asyncio import Redis
 
-from silvertine_streams.sinks.keys import DLQ_STREAM
+from silvertine_streams.sinks.keys import DLQ_INDEX, DLQ_STREAM
 from silvertine_streams.sinks.retry import Backoff, retry_transient
 
 log = logging.getLogger(__name__)
-
-DLQ_INDEX = "dlq:ids"
-"""Hash ``event_id -> "<dlq entry id> <dlq entry id> ..."`` (oldest first)."""
 
 # ARGV: payload, reason, origin, event_id ('' = none), ... (4 per letter).
 # Plain arguments rather than one msgpack blob: payloads may be any bytes, and
