@@ -30,8 +30,7 @@ from redis.asyncio import Redis
 
 from silvertine_streams.embedded import EmbeddedStack
 from silvertine_streams.embedded import processes as server_processes
-from silvertine_streams.settings import Settings, load_settings
-from silvertine_streams.settings import settings_env as product_settings_env
+from silvertine_streams.settings import Settings, load_settings, settings_env
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCE_TREE = Path(os.environ.get("BENCH_SOURCE_TREE") or REPO_ROOT).resolve()
@@ -83,14 +82,16 @@ def _stat(pid: int) -> list[str] | None:
     return raw[raw.rindex(")") + 2 :].split()
 
 
-def settings_env(settings: Settings, source_tree: Path = SOURCE_TREE, **extra: str
-                 ) -> dict[str, str]:
-    """``os.environ`` without any ``SILVERTINE_*``, plus variables reproducing ``settings``
-    (the product's :func:`silvertine_streams.settings.settings_env`).
+def child_env(settings: Settings, source_tree: Path = SOURCE_TREE, **extra: str
+              ) -> dict[str, str]:
+    """The environment of a bench child: the product's ``settings_env`` and where to import from.
 
-    ``source_tree`` goes first on ``PYTHONPATH`` (then this repo, for ``bench``).
+    That is :func:`silvertine_streams.settings.settings_env` (``os.environ``
+    without any ``SILVERTINE_*``, plus variables reproducing ``settings``), with
+    ``source_tree`` first on ``PYTHONPATH`` (then this repo, for ``bench``) and
+    ``extra`` on top.
     """
-    env = product_settings_env(settings, os.environ)
+    env = settings_env(settings, os.environ)
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(
         p for p in (str(source_tree), str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
     ))
@@ -352,7 +353,7 @@ def worker(
         "metrics_port": metrics_port, **settings_update,
     })
     tree = experiment.source_tree if experiment else SOURCE_TREE
-    variables = settings_env(settings, tree, BENCH_MARK_FILE=str(mark),
+    variables = child_env(settings, tree, BENCH_MARK_FILE=str(mark),
                              BENCH_SUPERVISE="1" if supervised else "",
                              **dict(experiment.env if experiment else ()), **dict(env or {}))
     child = Child.python_script(f"silvertine worker {label}", WORKER_SCRIPT, variables,
@@ -367,7 +368,7 @@ def floor(ctx: BenchContext, scenario: str, label: str, *, topic: str, stream: s
     directory = run_dir(ctx, scenario, label)
     mark = directory / "mark"
     s = ctx.settings
-    variables = settings_env(
+    variables = child_env(
         s, BENCH_KAFKA_URL=str(s.kafka_url), BENCH_REDIS_URL=str(s.redis_url),
         BENCH_TOPIC=topic, BENCH_STREAM=stream, BENCH_PARTITIONS=str(s.partitions),
         BENCH_EVENTS=str(events), BENCH_MARK_FILE=str(mark),

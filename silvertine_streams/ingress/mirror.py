@@ -28,7 +28,7 @@ from silvertine_streams.events import Event, EventType, decode_message, fill_mis
 from silvertine_streams.observability.metrics import DEAD_LETTERS
 from silvertine_streams.publisher import group_envelopes
 from silvertine_streams.sinks.dead_letters import DeadLetter, DeadLetterSink
-from silvertine_streams.topics import INGRESS_GROUP, ingress_stream
+from silvertine_streams.topics import INGRESS_GROUP, ingress_lease, ingress_stream
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class IngressMirror:
         self._redis = redis
         self._type = event_type
         self._stream = ingress_stream(event_type.value)
-        self._lease_key = f"lease:{self._stream}"
+        self._lease_key = ingress_lease(event_type.value)
         self._send = send_envelope
         self._dead_letters = dead_letters
         self._me = consumer_name

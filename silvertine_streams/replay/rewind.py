@@ -52,7 +52,7 @@ from silvertine_streams.errors import ServerUnavailable, SilvertineError
 from silvertine_streams.replay.reader import datetime_to_ms
 from silvertine_streams.replay.where import parse_timestamp
 from silvertine_streams.settings import Settings
-from silvertine_streams.topics import EVENT_TYPES, event_topic, ingress_stream
+from silvertine_streams.topics import EVENT_TYPES, event_topic, ingress_lease
 
 RewindTarget = datetime | Literal["earliest", "latest"]
 
@@ -281,7 +281,7 @@ async def live_lease_holders(
     Raises:
         ServerUnavailable: Redis did not answer.
     """
-    keys = [lease_key(t) for t in EVENT_TYPES]
+    keys = [ingress_lease(t) for t in EVENT_TYPES]
     quiet_needed_s = lease_ms / 3000 + 0.5
     give_up = clock() + 2 * lease_ms / 1000 + quiet_needed_s
     client = aioredis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
@@ -308,14 +308,6 @@ async def live_lease_holders(
     finally:
         await client.aclose()
     return []
-
-
-def lease_key(event_type: str) -> str:
-    """Return the Redis key of the ingress mirror lease of ``event_type``.
-
-    Spelled as ``ingress/mirror.py`` spells it (``lease:`` + the ingress stream).
-    """
-    return f"lease:{ingress_stream(event_type)}"
 
 
 async def _lease_state(client: aioredis.Redis, keys: list[str]) -> list[tuple[str, int]]:

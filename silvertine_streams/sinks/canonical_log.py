@@ -40,7 +40,7 @@ from redis.asyncio import Redis
 
 from silvertine_streams.errors import SilvertineError
 from silvertine_streams.sinks.keys import dedupe_bucket, log_stream
-from silvertine_streams.sinks.retry import Backoff, retry_transient
+from silvertine_streams.sinks.retry import Backoff, count_retry, retry_transient
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,7 @@ class CanonicalLogSink:
         self._bucket_ttl_ms = math.ceil(2 * window_s * 1000)
         self._backoff = Backoff(initial_s=min(0.05, retry_max_s), max_s=retry_max_s)
         self._closing = asyncio.Event()
+        self._on_retry = partial(count_retry, self)
         self._encode = msgspec.msgpack.Encoder().encode
 
     @property
@@ -238,14 +239,3 @@ class CanonicalLogSink:
         self.conflicts += conflicts
         self.duplicates += expected - written - conflicts
         return [_STATUS_OF_CHAR[c] for c in text]
-
-    def _on_retry(self, error: BaseException, attempt: int, delay_s: float) -> None:
-        self.retries += 1
-        self.last_error = error
-        log.warning(
-            "%s: write attempt %d failed (%r); retrying in %.2fs",
-            self.stream,
-            attempt,
-            error,
-            delay_s,
-        )

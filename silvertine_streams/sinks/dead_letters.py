@@ -20,7 +20,6 @@ Kafka ``silvertine.dlq`` copy is produced by the agent glue, not here.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Sequence
 from functools import partial
 from typing import NamedTuple
@@ -28,13 +27,8 @@ from typing import NamedTuple
 import msgspec
 from redis.asyncio import Redis
 
-from silvertine_streams.sinks.keys import DLQ_STREAM
-from silvertine_streams.sinks.retry import Backoff, retry_transient
-
-log = logging.getLogger(__name__)
-
-DLQ_INDEX = "dlq:ids"
-"""Hash ``event_id -> "<dlq entry id> <dlq entry id> ..."`` (oldest first)."""
+from silvertine_streams.sinks.keys import DLQ_INDEX, DLQ_STREAM
+from silvertine_streams.sinks.retry import Backoff, count_retry, retry_transient
 
 # ARGV: payload, reason, origin, event_id ('' = none), ... (4 per letter).
 # Plain arguments rather than one msgpack blob: payloads may be any bytes, and
@@ -109,6 +103,7 @@ class DeadLetterSink:
         self._redis = redis
         self._backoff = Backoff(initial_s=min(0.05, retry_max_s), max_s=retry_max_s)
         self._closing = asyncio.Event()
+        self._on_retry = partial(count_retry, self)
         # redis-py's Script reloads the script itself after NOSCRIPT (a Redis restart).
         self._script = redis.register_script(_WRITE_LETTERS)
 
@@ -145,14 +140,3 @@ class DeadLetterSink:
         for payload, reason, origin in letters:
             args.extend((payload, reason, origin, payload_event_id(payload) or ""))
         await self._script(keys=[self.stream, DLQ_INDEX], args=args)
-
-    def _on_retry(self, error: BaseException, attempt: int, delay_s: float) -> None:
-        self.retries += 1
-        self.last_error = error
-        log.warning(
-            "%s: write attempt %d failed (%r); retrying in %.2fs",
-            self.stream,
-            attempt,
-            error,
-            delay_s,
-        )

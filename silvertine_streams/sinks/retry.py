@@ -7,20 +7,23 @@ backpressure. Only a shutdown (:class:`SinkClosed`) or an error that retrying
 cannot fix (a script bug, ``WRONGTYPE``, bad credentials) ends the loop.
 
 :class:`Backoff` is pure (no clock, no I/O); :func:`retry_transient` is the
-async loop around it.
+async loop around it, and :func:`count_retry` what both sinks do on each retry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from redis import exceptions as redis_errors
 
 from silvertine_streams.errors import SilvertineError
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -134,6 +137,33 @@ def is_transient_redis_error(exc: BaseException) -> bool:
         code = exc.status_code or str(exc).split(" ", 1)[0]
         return code in TRANSIENT_REDIS_CODES
     return False
+
+
+class RetryCountingSink(Protocol):
+    """A sink that exposes its failed write attempts, for metrics."""
+
+    stream: str
+    retries: int
+    last_error: BaseException | None
+
+
+def count_retry(
+    sink: RetryCountingSink, error: BaseException, attempt: int, delay_s: float
+) -> None:
+    """Count a failed write attempt of ``sink`` and log it.
+
+    Bound to a sink (``functools.partial(count_retry, sink)``) this is the
+    ``on_retry`` the sinks give :func:`retry_transient`.
+    """
+    sink.retries += 1
+    sink.last_error = error
+    log.warning(
+        "%s: write attempt %d failed (%r); retrying in %.2fs",
+        sink.stream,
+        attempt,
+        error,
+        delay_s,
+    )
 
 
 async def retry_transient(

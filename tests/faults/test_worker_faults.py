@@ -35,7 +35,13 @@ from silvertine_streams.events import (
 )
 from silvertine_streams.publisher import Publisher, partition_for
 from silvertine_streams.settings import Settings
-from silvertine_streams.topics import INGRESS_GROUP, event_topic, ingress_stream, log_stream
+from silvertine_streams.topics import (
+    INGRESS_GROUP,
+    event_topic,
+    ingress_lease,
+    ingress_stream,
+    log_stream,
+)
 from tests.helpers import async_wait_for
 from tests.logcheck import assert_log_invariants, read_dlq, read_log
 from tests.pipeline_support import WorkerPool, metrics_of
@@ -574,7 +580,7 @@ async def test_kill_9_mid_mirror_loses_and_doubles_nothing(
 
     async def ingress_state() -> str:
         pending = await redis_client.xpending(stream, INGRESS_GROUP)
-        lease = await redis_client.get(f"lease:{stream}")
+        lease = await redis_client.get(ingress_lease(EVENT_TYPE))
         return (f"at the kill: {pending_at_kill} pending, {remaining_at_kill} unread entries, "
                 f"committed offsets {committed_at_kill}; "
                 f"now: {await redis_client.xlen(stream)} entries, pending {pending}, "

@@ -38,8 +38,7 @@ from silvertine_streams.events import (
 )
 from silvertine_streams.publisher import Publisher, partition_for
 from silvertine_streams.settings import Settings, settings_env
-from silvertine_streams.sinks.dead_letters import DLQ_INDEX
-from silvertine_streams.topics import DLQ_STREAM, event_topic, ingress_stream, log_stream
+from silvertine_streams.topics import DLQ_INDEX, DLQ_STREAM, event_topic, ingress_stream, log_stream
 from tests.helpers import async_wait_for
 from tests.pipeline_support import WorkerPool
 

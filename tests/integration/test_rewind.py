@@ -261,11 +261,12 @@ async def test_rewind_dry_run_command_shows_the_plan(
 async def test_lease_watch_tells_a_stopped_worker_from_a_running_one(
     stack_settings: Settings, redis_client: Redis
 ) -> None:
-    from silvertine_streams.replay.rewind import lease_key, live_lease_holders
+    from silvertine_streams.replay.rewind import live_lease_holders
+    from silvertine_streams.topics import ingress_lease
 
     assert stack_settings.redis_url is not None
     # A stopped worker's lease: it only runs out.
-    await redis_client.set(lease_key("order"), "ghost-1", px=400)
+    await redis_client.set(ingress_lease("order"), "ghost-1", px=400)
     started = time.monotonic()
     assert await live_lease_holders(stack_settings.redis_url, lease_ms=400) == []
     assert time.monotonic() - started < 3.0
@@ -273,7 +274,7 @@ async def test_lease_watch_tells_a_stopped_worker_from_a_running_one(
     # A running worker renews its lease.
     async def renew() -> None:
         while True:
-            await redis_client.set(lease_key("fill"), "host-42", px=400)
+            await redis_client.set(ingress_lease("fill"), "host-42", px=400)
             await asyncio.sleep(0.1)
 
     renewing = asyncio.create_task(renew())

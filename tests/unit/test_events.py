@@ -27,7 +27,7 @@ from silvertine_streams.events import (
     SignalType,
     SystemEvent,
     TimeInForce,
-    model,
+    validation,
 )
 
 T0 = datetime(2024, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
@@ -378,9 +378,9 @@ def test_plausible_edges_are_accepted() -> None:
 
 def test_stale_future_limit_is_refreshed(monkeypatch: pytest.MonkeyPatch) -> None:
     # The cached limit lags the clock; a timestamp past it must be re-checked, not refused.
-    monkeypatch.setattr(model._FutureLimit, "value", datetime(2020, 1, 1, tzinfo=UTC))
+    monkeypatch.setattr(validation.FutureLimit, "value", datetime(2020, 1, 1, tzinfo=UTC))
     market(timestamp=datetime.now(UTC) + timedelta(hours=12))
-    assert model._FutureLimit.value > datetime.now(UTC)
+    assert validation.FutureLimit.value > datetime.now(UTC)
 
 
 @pytest.mark.parametrize(

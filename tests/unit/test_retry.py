@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from dataclasses import dataclass
 
 import pytest
 from redis import exceptions as redis_errors
@@ -13,6 +14,7 @@ from silvertine_streams.errors import SilvertineError
 from silvertine_streams.sinks.retry import (
     Backoff,
     SinkClosed,
+    count_retry,
     is_transient_redis_error,
     retry_transient,
 )
@@ -231,3 +233,22 @@ async def test_outer_cancel_takes_the_attempt_down() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     await asyncio.wait_for(cancelled.wait(), timeout=5)
+
+
+# --- count_retry (the sinks' on_retry) ----------------------------------------
+
+
+@dataclass
+class _Sink:
+    stream: str = "log:order"
+    retries: int = 0
+    last_error: BaseException | None = None
+
+
+def test_count_retry_counts_and_keeps_the_last_error() -> None:
+    sink = _Sink()
+    first, second = ConnectionError("refused"), TimeoutError("slow")
+    count_retry(sink, first, 1, 0.05)
+    count_retry(sink, second, 2, 0.1)
+    assert sink.retries == 2
+    assert sink.last_error is second
