@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import importlib
 import os
+import pickle
 import shutil
 import sys
 import tempfile
@@ -33,7 +34,7 @@ import time
 from pathlib import Path
 
 from bench.harness import REPO_ROOT, SOURCE_TREE, BenchContext, Experiment, start_stack
-from bench.report import ScenarioReport, machine_facts, write_results
+from bench.report import NOTES_TITLE, ScenarioReport, machine_facts, write_results
 from silvertine_streams.settings import load_settings
 
 SCENARIOS: dict[str, str] = {
@@ -65,6 +66,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                         help="scenario option, e.g. variants=pipeline,plain or events=100000")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--renote", type=Path, default=None, metavar="RESULTS_PICKLE",
+                        help="run nothing: rewrite the output from a run's results.pickle "
+                        "(in its work dir) with the current bench/notes/*.md")
     parser.add_argument("--tree", type=Path, default=None, metavar="PATH",
                         help="import silvertine_streams from PATH (a snapshot holding "
                         "silvertine_streams/) in the bench and every process it starts; "
@@ -138,6 +142,8 @@ def _reexec_in(tree: Path, argv: list[str], output: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    if args.renote is not None:
+        return _renote(args.renote, args.output)
     if args.tree is not None and args.tree.resolve() != SOURCE_TREE:
         _reexec_in(args.tree, list(argv if argv is not None else sys.argv[1:]), args.output)
     import silvertine_streams
@@ -161,8 +167,27 @@ def main(argv: list[str] | None = None) -> int:
                                       f"({', '.join(durations)})")
     command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
     write_results(args.output, facts, reports, command.strip())
+    with open(work_dir / "results.pickle", "wb") as fh:
+        pickle.dump((facts, reports, command.strip()), fh)
     print(f"bench: wrote {args.output} in {(time.monotonic() - started) / 60:.1f} min "
           f"(logs and profiles in {work_dir})", flush=True)
+    return 0
+
+
+def _renote(results: Path, output: Path) -> int:
+    """Rewrite ``output`` from a finished run's results with today's hand-written notes.
+
+    The notes (``bench/notes/<scenario>.md``) are written after reading a run's
+    tables; this puts them beside those very tables without measuring again.
+    """
+    with open(results, "rb") as fh:
+        facts, reports, command = pickle.load(fh)  # our own file, from this bench
+    for report in reports:
+        report.sections = [(title, text) for title, text in report.sections
+                           if title != NOTES_TITLE]
+        report.add_notes()
+    write_results(output, facts, reports, command)
+    print(f"bench: rewrote {output} from {results} with the current notes", flush=True)
     return 0
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bench.harness import REPO_ROOT, SOURCE_TREE
 
+NOTES_TITLE = "Analysis and recommended product changes"
 
 @dataclass
 class Run:
@@ -129,8 +130,7 @@ class ScenarioReport:
         """Append the hand-written ``bench/notes/<name>.md``, if there is one."""
         notes = Path(__file__).with_name("notes") / f"{self.name}.md"
         if notes.exists():
-            self.sections.append(("Analysis and recommended product changes",
-                                  notes.read_text()))
+            self.sections.append((NOTES_TITLE, notes.read_text()))
 
     def ratio_values(self, ratio: Ratio) -> tuple[float, float, float]:
         """Median ratio, and min/max over runs paired by index (same round)."""
