@@ -220,7 +220,9 @@ def render(facts: dict[str, str], reports: list[ScenarioReport], command: str) -
     lines = [
         "# silvertine-streams benchmarks",
         "",
-        f"Written by `{command}` (`make bench`). Do not edit by hand: rerun it.",
+        f"Written by `{command}` (`make bench`). Do not edit by hand: rerun it (after "
+        "editing `bench/notes/`, `python -m bench --renote <work dir>/results.pickle` "
+        "rewrites it around the same measurements).",
         "This machine is shared and noisy: compare ratios measured in one run, "
         "not absolute figures across runs.",
         "",
