@@ -1,12 +1,16 @@
 """Read the messages Faust skipped, so a partition is processed without holes.
 
 After a rebalance or restart Faust can deliver a partition's later offsets
-first (records fetched before its seek to the committed offsets) and never
-deliver the ones in between. The agent notices the jump (domain/offsets.py) and
-asks :class:`HoleFiller` for the missing offsets: a group-less aiokafka consumer
-reads exactly that range, and the agent processes it before the message that
-jumped. The filled messages are acknowledged through Faust's own consumer, so
-commits advance over them as over any processed message.
+first and never deliver the ones in between: records fetched before its seek to
+the committed offsets, and, until ``app.py``'s ``_FlowControl``, records its
+recovery emptied from the agents' buffers after the consumer had fetched past
+them (when those were a partition's last messages no later offset revealed
+the jump, so this filler never ran: the flow-control fix closes that case).
+The agent notices the jump (domain/offsets.py) and asks :class:`HoleFiller`
+for the missing offsets: a group-less aiokafka consumer reads exactly that
+range, and the agent processes it before the message that jumped. The filled
+messages are acknowledged through Faust's own consumer, so commits advance over
+them as over any processed message.
 """
 
 from __future__ import annotations

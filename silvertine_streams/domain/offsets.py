@@ -3,7 +3,8 @@
 Our topics are neither compacted nor transactional, so a partition's offsets
 arrive contiguously. Faust, however, can deliver a later offset first after a
 rebalance or restart (records fetched before its seek to the committed
-offsets), and would turn the jump into a "gap" it commits past: the skipped
+offsets, or dropped from the agents' buffers by its recovery: see ``app.py``,
+``_FlowControl``), and would turn the jump into a "gap" it commits past: the skipped
 messages would be lost. The engine refuses such commits (see ``app.py``), so
 a hole holds the partition's commit back and the messages in it are read again
 after the next restart; this guard tells the agent when a jump happened (it is
