@@ -599,10 +599,11 @@ async def test_kill_9_mid_mirror_loses_and_doubles_nothing(
     assert second.alive(), f"the second worker died\n{worker_report(workers)}"
 
 
-async def test_survivor_of_two_takes_over_after_kill_9(
+async def test_survivor_of_two_takes_over_after_kill_9_then_shares_with_a_joiner(
     pipeline_settings: Settings, redis_client: Redis, workers: WorkerPool
 ) -> None:
-    """Two workers of one group split 4 partitions; SIGKILL one, the other finishes the stream.
+    """Two workers of one group split 4 partitions; SIGKILL one, the other takes over,
+    then a third joins and gets partitions of its own.
 
     Ticks on 20 symbols (5 per partition) are produced at ~1.5k/s for as long
     as the scenario runs. Both workers of the same app id must have consumed
@@ -613,7 +614,10 @@ async def test_survivor_of_two_takes_over_after_kill_9(
     Proves (DESIGN §4 scale-out, §5 takeover, §3 guarantees 1 and 2): the
     survivor takes the dead worker's partitions over after the session
     timeout and logs everything produced, exactly once, in sequence order,
-    and nothing lands in ``dlq``.
+    and nothing lands in ``dlq``. A worker joining after the failover must get
+    work too: an earlier revision deadlocked there (the survivor's revoke waited
+    for messages it had parked unacknowledged, so the joiner never got
+    partitions).
     """
     ticks = TickSource(SYMBOLS, source="feed-c", per_symbol=10)  # 200 events per round
     left, right = start_worker(workers), start_worker(workers)
@@ -661,6 +665,18 @@ async def test_survivor_of_two_takes_over_after_kill_9(
                                      message="the survivor to log every symbol past the kill")
             except AssertionError as exc:
                 raise AssertionError(f"{exc}\n{worker_report(workers)}") from None
+
+            joiner = start_worker(workers)
+
+            async def joiner_got_work() -> bool:
+                assert not production.done(), "the producer stopped early"
+                return await events_in(joiner) > 0
+
+            try:
+                await async_wait_for(joiner_got_work, timeout=PROGRESS_TIMEOUT_S, interval=0.2,
+                                     message="a worker joining after the failover to consume")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{worker_report(workers)}") from None
         finally:
             stop.set()
             await production
@@ -669,3 +685,4 @@ async def test_survivor_of_two_takes_over_after_kill_9(
     await assert_log_is_exactly(redis_client, ticks.produced, workers)
     assert await read_dlq(redis_client) == [], "dead letters although every event was valid"
     assert left.alive(), f"the survivor died\n{worker_report(workers)}"
+    assert joiner.alive(), f"the joiner died\n{worker_report(workers)}"
