@@ -144,6 +144,8 @@ def register_agents(app: SilvertineApp) -> None:
             overload=OverloadDetector(settings.overload_high_lag, settings.overload_low_lag),
             now_s=now_s,
             pending_system_events=pending_system_events,
+            slice_break=None if controller.is_critical(lane_of[type_name])
+            else controller.slice_break,
         )
         pipelines[event_topic(type_name)] = pipeline
         _register_agent(app, type_name, pipeline, controller, lane_of[type_name], memory,

@@ -71,6 +71,17 @@ class LaneController:
             await asyncio.sleep(_STEP_ASIDE_S)
             self._apply(self.gate.decide(self.critical_waiting(), time.monotonic()))
 
+    async def slice_break(self) -> None:
+        """Inside a lower-lane envelope: let the loop deliver critical messages, then yield.
+
+        The ``sleep(0)`` lets Faust hand over a critical message that has just
+        arrived (its queue is empty until then); a 500-event envelope would
+        otherwise hold the loop for ~3 ms of CPU at a stretch.
+        """
+        await asyncio.sleep(0)
+        if self.critical_waiting():
+            await self.yield_to_critical()
+
     def _apply(self, action: LaneAction) -> None:
         if action is LaneAction.PAUSE:
             LANE_PAUSES.inc()

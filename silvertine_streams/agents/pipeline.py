@@ -53,6 +53,9 @@ from silvertine_streams.topics import event_topic
 
 log = logging.getLogger(__name__)
 
+SLICE_EVENTS = 100
+"""Events of one message processed between two ``slice_break`` calls (~0.5 ms of CPU)."""
+
 PublishSystem = Callable[[SystemEvent], Awaitable[None]]
 PublishDeadLetters = Callable[[Sequence[DeadLetter]], Awaitable[None]]
 
@@ -172,6 +175,9 @@ class EventPipeline:
         overload: the lag detector that switches shedding on and off.
         now_s: corrected wall-clock seconds (the clock-sync service's).
         pending_system_events: a list others append system events to (shared).
+        slice_break: awaited every ``SLICE_EVENTS`` events of a message, so
+            other agents (the critical lane) get the event loop inside a long
+            envelope; None = run an envelope's events in one stretch.
     """
 
     def __init__(
@@ -186,6 +192,7 @@ class EventPipeline:
         overload: OverloadDetector | None = None,
         now_s: Callable[[], float] = time.time,
         pending_system_events: list[SystemEvent] | None = None,
+        slice_break: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.event_type = event_type
         self.policy = policy
@@ -206,6 +213,7 @@ class EventPipeline:
         self._partitions: dict[int, PartitionState] = {}
         self._metrics = TypeMetrics.for_type(event_type.value)
         self._in_flight: asyncio.Future[None] | None = None  # the overlapped write, if any
+        self._slice_break = slice_break
 
     # --- partition state -------------------------------------------------
 
@@ -287,7 +295,10 @@ class EventPipeline:
         token = MessageToken(ack)
         buffer, tracker = state.buffer, state.tracker
         releases: list[tuple[Pending, Verdict | None]] = []
+        slice_break = self._slice_break
         for index, event in enumerate(events):
+            if slice_break is not None and index and not index % SLICE_EVENTS:
+                await slice_break()
             stream = stream_key(event.source, event.partition_key)
             reason = shed_reasons.get(id(event), "") if shed_reasons else ""
             # The fingerprint is taken before the engine fills anything in, so a
