@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gc
 import importlib
 import logging
@@ -130,12 +129,10 @@ def register_agents(app: SilvertineApp) -> None:
         log_sink = CanonicalLogSink(redis, type_name, window_s=settings.dedupe_window_s,
                                     retry_max_s=settings.sink_retry_max_s)
         log_sinks.append(log_sink)
-        # Bulk lanes may overlap decoding the next message with this one's log write.
-        policy = dataclasses.replace(policies[type_name], overlap_writes=(
-            settings.overlap_writes and not controller.is_critical(lane_of[type_name])))
+        critical = controller.is_critical(lane_of[type_name])
         pipeline = EventPipeline(
             event_type,
-            policy,
+            policies[type_name],
             log_sink,
             dead_letter_sink,
             dispatcher,
@@ -144,8 +141,7 @@ def register_agents(app: SilvertineApp) -> None:
             overload=OverloadDetector(settings.overload_high_lag, settings.overload_low_lag),
             now_s=now_s,
             pending_system_events=pending_system_events,
-            slice_break=None if controller.is_critical(lane_of[type_name])
-            else controller.slice_break,
+            slice_break=None if critical else controller.slice_break,
         )
         pipelines[event_topic(type_name)] = pipeline
         _register_agent(app, type_name, pipeline, controller, lane_of[type_name], memory,

@@ -79,8 +79,7 @@ class LaneController:
         otherwise hold the loop for ~3 ms of CPU at a stretch.
         """
         await asyncio.sleep(0)
-        if self.critical_waiting():
-            await self.yield_to_critical()
+        await self.yield_to_critical()
 
     def _apply(self, action: LaneAction) -> None:
         if action is LaneAction.PAUSE:

@@ -20,8 +20,8 @@ def pipeline_policies(settings: Settings) -> dict[str, PipelinePolicy]:
     """Return the :class:`PipelinePolicy` of every event type.
 
     Raises:
-        ConfigError: a per-type override names an unknown mode or policy, or a
-            shedding policy for orders or fills (they always block).
+        ConfigError: a per-type override names an unknown mode, lane or policy,
+            or a shedding policy for orders or fills (they always block).
     """
     modes = type_map(settings.sequence_policies)
     for event_type, mode in modes.items():
@@ -29,6 +29,7 @@ def pipeline_policies(settings: Settings) -> dict[str, PipelinePolicy]:
             raise ConfigError("SILVERTINE_SEQUENCE_POLICIES", f"{event_type}={mode}",
                               " or ".join(_MODES))
     overflow = type_map(settings.overflow_policies)
+    lane_of = lanes(settings)
     timestamps = TimestampCheck(settings.timestamp_future_tolerance_s, settings.timestamp_floor)
     policies = {}
     for event_type, default in DEFAULT_POLICIES.items():
@@ -45,6 +46,9 @@ def pipeline_policies(settings: Settings) -> dict[str, PipelinePolicy]:
             overflow=overflow_policy,
             keep_per_batch=settings.overload_keep_per_batch,
             timestamps=timestamps,
+            # Only bulk lanes may overlap: an order's latency is its own write.
+            overlap_writes=(settings.overlap_writes
+                            and lane_of[event_type] is not EventPriority.CRITICAL),
         )
     return policies
 
