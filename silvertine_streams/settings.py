@@ -208,7 +208,7 @@ class Settings(BaseSettings):
     @field_validator("sequence_policies", "lanes", "overflow_policies")
     @classmethod
     def _check_type_map(cls, value: str) -> str:
-        for entry in filter(None, (part.strip() for part in value.split(","))):
+        for entry in comma_list(value):
             event_type, sep, choice = entry.partition("=")
             if not sep or event_type.strip() not in _EVENT_TYPES or not choice.strip():
                 raise ValueError(f"type=value entries with a type of {', '.join(_EVENT_TYPES)}")
@@ -217,7 +217,7 @@ class Settings(BaseSettings):
     @field_validator("event_types")
     @classmethod
     def _check_event_types(cls, value: str) -> str:
-        for name in filter(None, (part.strip() for part in value.split(","))):
+        for name in comma_list(value):
             if name not in _EVENT_TYPES:
                 raise ValueError(f"comma-separated types of {', '.join(_EVENT_TYPES)}")
         return value
@@ -240,7 +240,7 @@ class Settings(BaseSettings):
     @property
     def consumed_types(self) -> tuple[str, ...]:
         """The event types this worker runs agents and ingress mirrors for, in EVENT_TYPES order."""
-        chosen = {part.strip() for part in self.event_types.split(",") if part.strip()}
+        chosen = set(comma_list(self.event_types))
         return tuple(t for t in _EVENT_TYPES if not chosen or t in chosen)
 
     @property
@@ -287,9 +287,14 @@ def _accepted(field: str, error: Mapping[str, object]) -> str:
     return f"{accepted}{description} ({reason})"
 
 
+def comma_list(spec: str) -> list[str]:
+    """The non-empty, stripped entries of a comma-separated setting."""
+    return [part for part in (raw.strip() for raw in spec.split(",")) if part]
+
+
 def type_map(spec: str) -> dict[str, str]:
     """Parse a ``type=value,type=value`` setting (already validated) into a dict."""
-    pairs = (entry.partition("=") for entry in spec.split(",") if entry.strip())
+    pairs = (entry.partition("=") for entry in comma_list(spec))
     return {key.strip(): value.strip() for key, _, value in pairs}
 
 

@@ -51,6 +51,7 @@ from silvertine_streams.observability.metrics import (
     register_sink_retries,
     serve_metrics,
 )
+from silvertine_streams.settings import comma_list
 from silvertine_streams.sinks.canonical_log import CanonicalLogSink
 from silvertine_streams.sinks.dead_letters import DeadLetter, DeadLetterSink
 from silvertine_streams.topics import DLQ_TOPIC, event_topic
@@ -183,7 +184,7 @@ def _register_clock(app: SilvertineApp, publish_system: Callable[[SystemEvent], 
                     ) -> ClockSync | None:
     """Run NTP clock sync in this worker when ``SILVERTINE_CLOCK_SERVERS`` is set."""
     settings = app.settings
-    servers = [s.strip() for s in settings.clock_servers.split(",") if s.strip()]
+    servers = comma_list(settings.clock_servers)
     if not servers:
         CLOCK_SYNCHRONISED.set(0)
         return None
@@ -372,7 +373,7 @@ def load_handler_setups(spec: str) -> list[Callable[[HandlerRegistry], object]]:
             names no callable.
     """
     setups: list[Callable[[HandlerRegistry], object]] = []
-    for entry in filter(None, (part.strip() for part in spec.split(","))):
+    for entry in comma_list(spec):
         module_name, _, attribute = entry.partition(":")
         try:
             setup = getattr(importlib.import_module(module_name), attribute)
