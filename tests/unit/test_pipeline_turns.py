@@ -1,4 +1,6 @@
-"""Overlapped log writes: decode the next message while one write is in flight.
+"""When the pipeline gives the event loop back: overlapped log writes (decode
+the next message while one write is in flight) and envelope slices (other agents
+run inside a long envelope).
 
 The sinks here are in-memory stand-ins (a pure test of the pipeline's ordering
 and acknowledgement rules; the real sinks are tested against redis-server).
@@ -7,11 +9,11 @@ and acknowledgement rules; the real sinks are tested against redis-server).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 
-from silvertine_streams.agents.pipeline import EventPipeline, PipelinePolicy
+from silvertine_streams.agents.pipeline import SLICE_EVENTS, EventPipeline, PipelinePolicy
 from silvertine_streams.domain.reorder import ReorderPolicy
 from silvertine_streams.events import EventType, MarketDataEvent, encode_batch
 from silvertine_streams.sinks.canonical_log import LogRecord, WriteStatus
@@ -39,6 +41,17 @@ class GatedLog:
         return [WriteStatus.WRITTEN] * len(records)
 
 
+class InstantLog:
+    """A log sink whose writes finish at once (without giving the loop back)."""
+
+    def __init__(self) -> None:
+        self.written: list[str] = []
+
+    async def write(self, records: Sequence[LogRecord]) -> list[WriteStatus]:
+        self.written.extend(r.event_id for r in records)
+        return [WriteStatus.WRITTEN] * len(records)
+
+
 class NoDeadLetters:
     async def write(self, letters: Sequence[DeadLetter]) -> None:
         raise AssertionError(f"unexpected dead letters: {letters}")
@@ -48,15 +61,16 @@ async def _nothing(*_: object) -> None:
     return None
 
 
-def pipeline(log: GatedLog, overlap: bool) -> EventPipeline:
+def pipeline(log: GatedLog | InstantLog, overlap: bool = False,
+             slice_break: Callable[[], Awaitable[None]] | None = None) -> EventPipeline:
     policy = PipelinePolicy(ReorderPolicy("best_effort", 100, 0.05), overlap_writes=overlap)
     return EventPipeline(EventType.MARKET_DATA, policy, log, NoDeadLetters(),  # type: ignore[arg-type]
-                         None, _nothing, _nothing)
+                         None, _nothing, _nothing, slice_break=slice_break)
 
 
-def envelope(first_sequence: int) -> tuple[bytes, list[str]]:
+def envelope(first_sequence: int, count: int = 3) -> tuple[bytes, list[str]]:
     events = [MarketDataEvent(symbol="AAPL", price=100.0, source="feed", sequence=n)
-              for n in range(first_sequence, first_sequence + 3)]
+              for n in range(first_sequence, first_sequence + count)]
     return encode_batch(events), [e.event_id for e in events]
 
 
@@ -120,3 +134,48 @@ async def test_a_failed_overlapped_write_surfaces_at_the_next_message_unacknowle
     with pytest.raises(RuntimeError, match="sink bug"):
         await p.process(second, state, 0, 1, lambda: acked.append(1))
     assert acked == [] and len(log.started) == 1  # nothing acknowledged, nothing reordered
+
+
+async def test_a_long_envelope_breaks_every_slice_and_other_tasks_run_in_between() -> None:
+    log = InstantLog()
+    seen_at_breaks: list[int] = []
+    other_ran: list[int] = []
+
+    async def slice_break() -> None:
+        seen_at_breaks.append(len(other_ran))
+        await asyncio.sleep(0)  # what LaneController.slice_break does first
+
+    async def other_agent() -> None:
+        for _ in range(10):
+            other_ran.append(1)
+            await asyncio.sleep(0)
+
+    p = pipeline(log, slice_break=slice_break)
+    state = p.partition(0, dict)
+    data, ids = envelope(1, 2 * SLICE_EVENTS + 50)
+    acked: list[int] = []
+    other = asyncio.ensure_future(other_agent())
+    await p.process(data, state, 0, 0, lambda: acked.append(0))
+    await other
+
+    assert len(seen_at_breaks) == 2  # after events 100 and 200 of 250
+    assert seen_at_breaks[-1] > 0, "no other task ran inside the envelope"
+    assert log.written == ids and acked == [0]  # one write, in order, then the ack
+
+
+async def test_without_a_slice_break_an_envelope_runs_in_one_stretch() -> None:
+    log = InstantLog()
+    p = pipeline(log)
+    state = p.partition(0, dict)
+    data, ids = envelope(1, 2 * SLICE_EVENTS + 50)
+    other_ran: list[int] = []
+
+    async def other_agent() -> None:
+        other_ran.append(1)
+
+    other = asyncio.ensure_future(other_agent())
+    await p.process(data, state, 0, 0, lambda: None)
+    # The only awaits before the write are the sink's: the other task ran no earlier
+    # than the write (an instant sink does not yield, so it has not run at all yet).
+    assert other_ran == [] and log.written == ids
+    await other
