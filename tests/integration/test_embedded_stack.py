@@ -63,14 +63,15 @@ def _pid_gone(pid: int) -> bool:
     """Tell whether ``pid`` has exited: no /proc entry, or a zombie awaiting its reaper.
 
     Orphaned servers are reaped by PID 1, which here may take seconds; a zombie
-    has already exited and released its port. Read independently of the code
-    under test.
+    has exited and released its port once its last thread is gone (Tansu's main
+    thread turns zombie while its other threads still shut down and hold the
+    port). Read independently of the code under test.
     """
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except FileNotFoundError:
         return True
-    return "\nState:\tZ" in status
+    return "\nState:\tZ" in status and "\nThreads:\t1\n" in status
 
 
 def _live_pids(stack: EmbeddedStack) -> dict[str, int]:
