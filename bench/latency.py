@@ -43,7 +43,7 @@ from bench.load import (
 )
 from bench.profiling import Profile, Sampler
 from bench.report import Metric, Ratio, Row, Run, ScenarioReport, Target
-from silvertine_streams.kafka_admin import ensure_topics
+from silvertine_streams.kafka.admin import ensure_topics
 from silvertine_streams.topics import log_stream
 
 NAME = "latency"

@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from silvertine_streams.events import Event, MarketDataEvent, encode_batch
-from silvertine_streams.publisher import group_envelopes
+from silvertine_streams.kafka.publisher import group_envelopes
 from silvertine_streams.settings import Settings
 
 
@@ -124,7 +124,7 @@ class QuoteFeed:
 
 
 def producer(settings: Settings) -> AIOKafkaProducer:
-    """A producer configured as :class:`silvertine_streams.publisher.Publisher`'s."""
+    """A producer configured as :class:`silvertine_streams.kafka.publisher.Publisher`'s."""
     return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
                             enable_idempotence=False, linger_ms=1,
                             max_request_size=16 * 1024 * 1024)

@@ -41,8 +41,8 @@ from bench.measure import count_messages, measure_until_xlen, reset_redis
 from bench.profiling import Profile, Sampler
 from bench.report import Ratio, Row, Run, ScenarioReport, Target
 from silvertine_streams.events import Event, MarketDataEvent, encode_event
-from silvertine_streams.kafka_admin import ensure_topics
-from silvertine_streams.publisher import Publisher, partition_for
+from silvertine_streams.kafka.admin import ensure_topics
+from silvertine_streams.kafka.publisher import Publisher, partition_for
 from silvertine_streams.topics import event_topic, log_stream
 
 NAME = "pipeline_throughput"

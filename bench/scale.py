@@ -45,7 +45,7 @@ from bench.harness import BenchContext, BenchError, Worker, start_stack, wait_fo
 from bench.load import Entry, QuoteFeed, paced, producer, read_log, send_envelopes
 from bench.measure import reset_redis
 from bench.report import Metric, Ratio, Row, Run, ScenarioReport
-from silvertine_streams.kafka_admin import ensure_topics
+from silvertine_streams.kafka.admin import ensure_topics
 from silvertine_streams.topics import log_stream
 
 NAME = "scale"

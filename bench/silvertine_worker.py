@@ -1,7 +1,7 @@
 """``silvertine worker``, unchanged, plus a start mark for the bench's clock.
 
 With ``BENCH_SUPERVISE=1`` it runs as ``silvertine worker`` does when the product
-has a supervisor (``silvertine_streams.supervisor``): the supervisor runs this
+has a supervisor (``silvertine_streams.cli.supervisor``): the supervisor runs this
 script again, unsupervised, as its child and restarts it when it exits on its
 own. Unsupervised it runs the worker itself (``--no-supervise``).
 
@@ -85,13 +85,13 @@ def _install_gc_stats() -> None:
 def _supervise() -> bool:
     """Run this script under the product's supervisor, if it has one; True if it did."""
     try:
-        from silvertine_streams.supervisor import supervise
+        from silvertine_streams.cli.supervisor import supervise
     except ImportError:
         return False
     import sys
 
     env = dict(os.environ, BENCH_SUPERVISE="")
-    print("bench: worker under silvertine_streams.supervisor", flush=True)
+    print("bench: worker under silvertine_streams.cli.supervisor", flush=True)
     sys.exit(supervise([sys.executable, os.path.abspath(__file__)], env))
 
 
@@ -125,7 +125,7 @@ def main() -> None:
 
     # The process under test is the worker itself: with a supervisor in between, the
     # mark, the CPU accounting and `kill -9` would all hit the supervisor.
-    from silvertine_streams.cli import worker
+    from silvertine_streams.cli.main import worker
 
     unsupervised = any(p.name == "no_supervise" for p in worker.params)
     cli(["worker", *(["--no-supervise"] if unsupervised else [])], prog_name="silvertine")

@@ -30,7 +30,7 @@ from faust.utils.functional import consecutive_numbers
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
-from silvertine_streams.kafka_admin import ensure_topics
+from silvertine_streams.kafka.admin import ensure_topics
 from silvertine_streams.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)

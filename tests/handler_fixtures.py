@@ -12,8 +12,8 @@ import os
 
 import redis.asyncio as aioredis
 
-from silvertine_streams.domain.handlers import HandlerPriority, HandlerRegistry
 from silvertine_streams.events import Event
+from silvertine_streams.handlers import HandlerPriority, HandlerRegistry
 
 SEEN_STREAM = "test:handled"
 

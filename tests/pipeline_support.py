@@ -16,7 +16,7 @@ from uuid import uuid4
 import pytest
 
 from silvertine_streams.embedded import EmbeddedStack
-from silvertine_streams.kafka_admin import ensure_topics
+from silvertine_streams.kafka.admin import ensure_topics
 from silvertine_streams.settings import Settings
 from tests.logcheck import scrape
 from tests.workers import WorkerProcess, free_port

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import importlib
 import logging
 import os
 import socket
@@ -21,9 +20,7 @@ from silvertine_streams.agents.pipeline import EventPipeline, PartitionState
 from silvertine_streams.agents.policies import lanes, pipeline_policies
 from silvertine_streams.domain.circuit import CircuitState
 from silvertine_streams.domain.flow import OverloadDetector
-from silvertine_streams.domain.handlers import HandlerDispatcher, HandlerRegistry, Subscription
 from silvertine_streams.domain.offsets import OffsetAction
-from silvertine_streams.errors import ConfigError
 from silvertine_streams.events import (
     Event,
     EventPriority,
@@ -32,6 +29,12 @@ from silvertine_streams.events import (
     SystemEvent,
     encode_batch,
     encode_event,
+)
+from silvertine_streams.handlers import (
+    HandlerDispatcher,
+    HandlerRegistry,
+    Subscription,
+    load_handler_setups,
 )
 from silvertine_streams.ingress.mirror import IngressMirror
 from silvertine_streams.observability.clock import (
@@ -98,7 +101,7 @@ def register_agents(app: SilvertineApp) -> None:
         on_transition=on_circuit_transition,
     )
     app.bus = registry  # type: ignore[attr-defined]  # the public subscribe() surface
-    for setup in load_handler_setups(settings.handlers):
+    for setup in load_handler_setups(comma_list(settings.handlers)):
         setup(registry)
     dead_letter_sink = DeadLetterSink(redis, retry_max_s=settings.sink_retry_max_s)
     dlq_topic = app.topic(DLQ_TOPIC, key_serializer="raw", value_serializer="raw",
@@ -363,24 +366,3 @@ def _register_mirrors(
             settings.partitions, batch_max=settings.envelope_max_events,
         )
         app.task(mirror.run)
-
-
-def load_handler_setups(spec: str) -> list[Callable[[HandlerRegistry], object]]:
-    """Import the ``module:function`` entries of ``SILVERTINE_HANDLERS``.
-
-    Raises:
-        ConfigError: an entry is malformed, its module does not import, or it
-            names no callable.
-    """
-    setups: list[Callable[[HandlerRegistry], object]] = []
-    for entry in comma_list(spec):
-        module_name, _, attribute = entry.partition(":")
-        try:
-            setup = getattr(importlib.import_module(module_name), attribute)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise ConfigError("SILVERTINE_HANDLERS", entry,
-                              f"module:function that imports ({exc})") from exc
-        if not callable(setup):
-            raise ConfigError("SILVERTINE_HANDLERS", entry, "module:function (a callable)")
-        setups.append(setup)
-    return setups

@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from silvertine_streams.domain.flow import OverflowPolicy, OverloadDetector, shed, stream_key_of
-from silvertine_streams.domain.handlers import HandlerDispatcher
 from silvertine_streams.domain.offsets import OffsetGuard
 from silvertine_streams.domain.reorder import ReleaseKind, ReorderBuffer, ReorderPolicy, Verdict
 from silvertine_streams.domain.sequencing import SequenceTracker, stream_key
@@ -40,6 +39,7 @@ from silvertine_streams.events import (
     encode_event,
     fill_missing_identity,
 )
+from silvertine_streams.handlers import HandlerDispatcher
 from silvertine_streams.observability.clock import TimestampCheck
 from silvertine_streams.observability.metrics import (
     DEAD_LETTERS,

@@ -1,4 +1,4 @@
-"""Pure decisions of the event core: sequencing, circuit breaking, handler dispatch.
+"""Pure decisions of the event core: sequencing, reordering, flow, priority, circuit breaking.
 
 Nothing here imports faust, redis or kafka or does I/O; the agents call in here
 and keep the state this returns in their tables and sinks.
@@ -7,16 +7,6 @@ and keep the state this returns in their tables and sinks.
 from __future__ import annotations
 
 from silvertine_streams.domain.circuit import CircuitBreaker, CircuitState, TransitionCallback
-from silvertine_streams.domain.handlers import (
-    CircuitTransitionCallback,
-    DispatchReport,
-    Handler,
-    HandlerDispatcher,
-    HandlerPriority,
-    HandlerRegistry,
-    HandlerStats,
-    Subscription,
-)
 from silvertine_streams.domain.sequencing import (
     IN_ORDER,
     OutcomeKind,
@@ -31,18 +21,10 @@ __all__ = [
     "IN_ORDER",
     "CircuitBreaker",
     "CircuitState",
-    "CircuitTransitionCallback",
-    "DispatchReport",
-    "Handler",
-    "HandlerDispatcher",
-    "HandlerPriority",
-    "HandlerRegistry",
-    "HandlerStats",
     "OutcomeKind",
     "SequenceOutcome",
     "SequenceTracker",
     "SequencedEvent",
-    "Subscription",
     "TransitionCallback",
     "stream_key",
     "stream_of",

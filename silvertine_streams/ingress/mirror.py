@@ -25,8 +25,8 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from silvertine_streams.events import Event, EventType, decode_message, fill_missing_identity
+from silvertine_streams.kafka.publisher import group_envelopes
 from silvertine_streams.observability.metrics import DEAD_LETTERS
-from silvertine_streams.publisher import group_envelopes
 from silvertine_streams.sinks.dead_letters import DeadLetter, DeadLetterSink
 from silvertine_streams.topics import INGRESS_GROUP, ingress_lease, ingress_stream
 

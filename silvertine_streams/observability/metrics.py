@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from silvertine_streams.domain.handlers import DispatchReport
+    from silvertine_streams.handlers import DispatchReport
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 """Our own registry: tests and embedded use never collide with the global one."""

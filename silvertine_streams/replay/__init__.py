@@ -1,12 +1,13 @@
-"""Replay: the canonical log at a chosen speed, and consumer-group rewind.
+"""Replay: the canonical log at a chosen speed.
 
-Two ways to see events again (DESIGN §1):
+Two ways to see events again (DESIGN §1); this package is the first:
 
 * :func:`replay` reads ``log:<type>`` by log time, type, symbol and filter and
   delivers the events, marked ``metadata.replay``, to a sink of your choice —
   never back into the canonical log.
-* :func:`rewind_group` moves the workers' committed Kafka offsets to a time, so the
-  next worker start reprocesses from there (the log's dedupe keeps it unchanged).
+* :func:`silvertine_streams.ops.rewind.rewind_group` moves the workers' committed
+  Kafka offsets to a time, so the next worker start reprocesses from there (the
+  log's dedupe keeps it unchanged).
 
 Example::
 
@@ -28,14 +29,6 @@ from silvertine_streams.replay.replayer import (
     print_sink,
     replay,
 )
-from silvertine_streams.replay.rewind import (
-    PartitionRewind,
-    RewindPlan,
-    RewindRefused,
-    WorkersRunning,
-    parse_rewind_target,
-    rewind_group,
-)
 from silvertine_streams.replay.targets import HandlerSink, TopicSink, refuse_engine_topic
 from silvertine_streams.replay.where import InvalidFilter, compile_where
 
@@ -43,21 +36,15 @@ __all__ = [
     "HandlerSink",
     "InvalidFilter",
     "LogPage",
-    "PartitionRewind",
     "ReplayError",
     "ReplayProgress",
     "ReplaySummary",
-    "RewindPlan",
-    "RewindRefused",
     "Speed",
     "TopicSink",
-    "WorkersRunning",
     "compile_where",
-    "parse_rewind_target",
     "parse_speed",
     "print_sink",
     "read_pages",
     "refuse_engine_topic",
     "replay",
-    "rewind_group",
 ]

@@ -18,11 +18,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from silvertine_streams.domain.handlers import HandlerDispatcher, HandlerRegistry
 from silvertine_streams.errors import ServerUnavailable
 from silvertine_streams.events import Event, encode_event
+from silvertine_streams.handlers import HandlerDispatcher, HandlerRegistry, load_handler_setups
 from silvertine_streams.replay.replayer import ReplayError
-from silvertine_streams.settings import Settings
+from silvertine_streams.settings import Settings, comma_list
 from silvertine_streams.topics import DLQ_TOPIC, EVENT_TYPES, event_topic
 
 _IN_FLIGHT = 2000
@@ -170,9 +170,7 @@ class HandlerSink:
             ConfigError: a ``module:function`` entry does not import.
             ReplayError: no handler setup is configured.
         """
-        from silvertine_streams.agents import load_handler_setups
-
-        setups = load_handler_setups(spec if spec is not None else settings.handlers)
+        setups = load_handler_setups(comma_list(spec if spec is not None else settings.handlers))
         if not setups:
             raise ReplayError(
                 "--to handlers needs handler setups: set SILVERTINE_HANDLERS or pass "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from silvertine_streams.events import Event, MarketDataEvent, OrderEvent, OrderSide
-from silvertine_streams.publisher import Publisher
+from silvertine_streams.kafka.publisher import Publisher
 from silvertine_streams.settings import Settings
 from tests.helpers import async_wait_for
 from tests.logcheck import assert_log_invariants, read_log

@@ -33,7 +33,7 @@ from silvertine_streams.events import (
     OrderSide,
     encode_event,
 )
-from silvertine_streams.publisher import Publisher, partition_for
+from silvertine_streams.kafka.publisher import Publisher, partition_for
 from silvertine_streams.settings import Settings
 from silvertine_streams.topics import (
     INGRESS_GROUP,

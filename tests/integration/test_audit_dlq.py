@@ -20,14 +20,6 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
-from silvertine_streams.audit import audit
-from silvertine_streams.dlq_tools import (
-    DeadLetterEntry,
-    list_dead_letters,
-    purge,
-    requeue,
-    requeue_payload,
-)
 from silvertine_streams.events import (
     MarketDataEvent,
     OrderEvent,
@@ -36,7 +28,10 @@ from silvertine_streams.events import (
     decode_event,
     encode_event,
 )
-from silvertine_streams.publisher import Publisher, partition_for
+from silvertine_streams.kafka.publisher import Publisher, partition_for
+from silvertine_streams.ops.audit import audit
+from silvertine_streams.ops.dead_letters import purge, requeue, requeue_payload
+from silvertine_streams.replay.dead_letters import DeadLetterEntry, list_dead_letters
 from silvertine_streams.settings import Settings, settings_env
 from silvertine_streams.topics import DLQ_INDEX, DLQ_STREAM, event_topic, ingress_stream, log_stream
 from tests.helpers import async_wait_for
@@ -55,7 +50,7 @@ def run_ops(settings: Settings, *args: str, stdin: str | None = None
     """Run an operations command as a user would (``silvertine <command>``)."""
     from silvertine_streams.cli import main
 
-    module = "silvertine_streams" if "audit" in main.commands else "silvertine_streams.cli_ops"
+    module = "silvertine_streams" if "audit" in main.commands else "silvertine_streams.cli.ops"
     return subprocess.run([sys.executable, "-m", module, *args],
                           env=settings_env(settings, os.environ), capture_output=True, text=True,
                           timeout=120, input=stdin)

@@ -10,8 +10,8 @@ from collections import defaultdict
 
 from redis.asyncio import Redis
 
+from silvertine_streams.demo.desk import DESK_KEY
 from silvertine_streams.settings import Settings, settings_env
-from silvertine_streams.trading_desk import DESK_KEY
 from tests.logcheck import assert_log_invariants, read_dlq, read_log
 
 

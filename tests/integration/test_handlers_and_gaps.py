@@ -7,7 +7,7 @@ import os
 from redis.asyncio import Redis
 
 from silvertine_streams.events import MarketDataEvent
-from silvertine_streams.publisher import Publisher
+from silvertine_streams.kafka.publisher import Publisher
 from silvertine_streams.settings import Settings
 from tests.handler_fixtures import SEEN_STREAM
 from tests.helpers import async_wait_for

@@ -21,8 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from silvertine_streams.events import Event, MarketDataEvent, OrderEvent, OrderSide
+from silvertine_streams.kafka.publisher import Publisher
 from silvertine_streams.observability.metrics import REGISTRY
-from silvertine_streams.publisher import Publisher
 from silvertine_streams.settings import Settings, settings_env
 from silvertine_streams.topics import DLQ_STREAM, EVENT_TYPES, event_topic, log_stream
 from tests.helpers import async_wait_for
@@ -163,4 +163,4 @@ def test_grafana_dashboard_queries_name_only_exported_metrics() -> None:
 def _module() -> str:
     from silvertine_streams.cli import main
 
-    return "silvertine_streams" if "monitor" in main.commands else "silvertine_streams.cli_ops"
+    return "silvertine_streams" if "monitor" in main.commands else "silvertine_streams.cli.ops"

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from silvertine_streams.embedded import EmbeddedStack
 from silvertine_streams.events import Event, MarketDataEvent, OrderEvent, OrderSide
-from silvertine_streams.publisher import Publisher
+from silvertine_streams.kafka.publisher import Publisher
 from silvertine_streams.settings import Settings
 from silvertine_streams.topics import INGRESS_GROUP, ingress_stream
 from tests.helpers import async_wait_for

@@ -24,7 +24,7 @@ from silvertine_streams.events import (
     OrderType,
     encode_event,
 )
-from silvertine_streams.publisher import Publisher
+from silvertine_streams.kafka.publisher import Publisher
 from silvertine_streams.settings import Settings
 from silvertine_streams.topics import event_topic, ingress_stream
 from tests.helpers import async_wait_for

@@ -27,7 +27,7 @@ from silvertine_streams.events import (
     content_fingerprint,
     encode_event,
 )
-from silvertine_streams.publisher import Publisher
+from silvertine_streams.kafka.publisher import Publisher
 from silvertine_streams.replay import replay
 from silvertine_streams.replay.reader import entry_datetime
 from silvertine_streams.settings import Settings, settings_env
@@ -46,7 +46,7 @@ def run_ops(settings: Settings, *args: str, stdin: str | None = None
     """Run an operations command as a user would (``silvertine <command>``)."""
     from silvertine_streams.cli import main
 
-    module = "silvertine_streams" if "replay" in main.commands else "silvertine_streams.cli_ops"
+    module = "silvertine_streams" if "replay" in main.commands else "silvertine_streams.cli.ops"
     return subprocess.run([sys.executable, "-m", module, *args],
                           env=settings_env(settings, os.environ),
                           capture_output=True, text=True, timeout=120, input=stdin)

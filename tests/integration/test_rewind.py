@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from silvertine_streams.embedded import EmbeddedStack
 from silvertine_streams.events import Event, MarketDataEvent, OrderEvent, OrderSide
-from silvertine_streams.publisher import Publisher
+from silvertine_streams.kafka.publisher import Publisher
 from silvertine_streams.replay import WorkersRunning, rewind_group
 from silvertine_streams.settings import Settings, settings_env
 from silvertine_streams.topics import EVENT_TYPES, event_topic, log_stream
@@ -39,7 +39,7 @@ def run_ops(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     """Run an operations command as a user would (``silvertine <command>``)."""
     from silvertine_streams.cli import main
 
-    module = "silvertine_streams" if "rewind" in main.commands else "silvertine_streams.cli_ops"
+    module = "silvertine_streams" if "rewind" in main.commands else "silvertine_streams.cli.ops"
     return subprocess.run([sys.executable, "-m", module, *args],
                           env=settings_env(settings, os.environ), capture_output=True, text=True,
                           timeout=120)
@@ -244,7 +244,7 @@ async def test_tansu_answers_offsets_for_times_wrongly_and_rewind_corrects_it(
 
 
 def _partition_of(symbol: str, settings: Settings) -> int:
-    from silvertine_streams.publisher import partition_for
+    from silvertine_streams.kafka.publisher import partition_for
 
     return partition_for(symbol.encode(), settings.partitions)
 
@@ -261,7 +261,7 @@ async def test_rewind_dry_run_command_shows_the_plan(
 async def test_lease_watch_tells_a_stopped_worker_from_a_running_one(
     stack_settings: Settings, redis_client: Redis
 ) -> None:
-    from silvertine_streams.replay.rewind import live_lease_holders
+    from silvertine_streams.ops.rewind import live_lease_holders
     from silvertine_streams.topics import ingress_lease
 
     assert stack_settings.redis_url is not None

@@ -19,8 +19,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from silvertine_streams.demo.trading import OrderLifecycle, RejectCode, Rejection, Transition
 from silvertine_streams.events import FillEvent, OrderEvent, OrderSide, OrderStatus, OrderType
-from silvertine_streams.trading import OrderLifecycle, RejectCode, Rejection, Transition
 
 S = OrderStatus
 ORDER_IDS = [f"o{i}" for i in range(3)]

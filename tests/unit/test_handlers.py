@@ -1,4 +1,4 @@
-"""Unit tests for silvertine_streams.domain.handlers.
+"""Unit tests for silvertine_streams.handlers.
 
 Registry tests are plain functions; dispatcher tests are async (pytest-asyncio
 auto mode) and use no I/O. Hanging handlers wait on an ``asyncio.Event`` that
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from silvertine_streams.domain.circuit import CircuitState
-from silvertine_streams.domain.handlers import (
+from silvertine_streams.handlers import (
     HandlerDispatcher,
     HandlerPriority,
     HandlerRegistry,

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
-import silvertine_streams.replay.rewind as rewind_module
-from silvertine_streams.replay.rewind import (
+import silvertine_streams.ops.rewind as rewind_module
+from silvertine_streams.ops.rewind import (
     PartitionRewind,
     RewindPlan,
     RewindRefused,

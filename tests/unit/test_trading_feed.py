@@ -1,4 +1,4 @@
-"""Unit tests for silvertine_streams.trading.feed (pure, seeded)."""
+"""Unit tests for silvertine_streams.demo.trading.feed (pure, seeded)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import math
 
 import pytest
 
+from silvertine_streams.demo.trading import MarketFeed, mid_price
 from silvertine_streams.domain.sequencing import OutcomeKind, SequenceTracker, stream_of
 from silvertine_streams.events import MarketDataEvent
-from silvertine_streams.trading import MarketFeed, mid_price
 
 SYMBOLS = ("AAPL", "MSFT", "NVDA")
 

@@ -1,9 +1,16 @@
-"""Unit tests for silvertine_streams.trading.lifecycle (pure)."""
+"""Unit tests for silvertine_streams.demo.trading.lifecycle (pure)."""
 
 from __future__ import annotations
 
 import pytest
 
+from silvertine_streams.demo.trading import (
+    LEGAL_STATUS_CHANGES,
+    OrderLifecycle,
+    RejectCode,
+    Rejection,
+    Transition,
+)
 from silvertine_streams.events import (
     FillEvent,
     OrderEvent,
@@ -11,13 +18,6 @@ from silvertine_streams.events import (
     OrderStatus,
     OrderType,
     SystemEvent,
-)
-from silvertine_streams.trading import (
-    LEGAL_STATUS_CHANGES,
-    OrderLifecycle,
-    RejectCode,
-    Rejection,
-    Transition,
 )
 
 S = OrderStatus

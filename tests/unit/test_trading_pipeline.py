@@ -5,16 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from silvertine_streams.events import (
-    Event,
-    FillEvent,
-    MarketDataEvent,
-    OrderEvent,
-    OrderSide,
-    SignalEvent,
-    SystemEvent,
-)
-from silvertine_streams.trading import (
+from silvertine_streams.demo.trading import (
     MarketFeed,
     MovingAverageCrossover,
     OrderLifecycle,
@@ -23,6 +14,15 @@ from silvertine_streams.trading import (
     RiskCheck,
     RiskLimits,
     SimulatedVenue,
+)
+from silvertine_streams.events import (
+    Event,
+    FillEvent,
+    MarketDataEvent,
+    OrderEvent,
+    OrderSide,
+    SignalEvent,
+    SystemEvent,
 )
 
 SYMBOLS = ("AAPL", "MSFT", "NVDA", "ESZ6")

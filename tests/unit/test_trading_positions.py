@@ -1,11 +1,11 @@
-"""Unit tests for silvertine_streams.trading.positions (average cost)."""
+"""Unit tests for silvertine_streams.demo.trading.positions (average cost)."""
 
 from __future__ import annotations
 
 import pytest
 
+from silvertine_streams.demo.trading import Positions
 from silvertine_streams.events import FillEvent, MarketDataEvent, OrderSide
-from silvertine_streams.trading import Positions
 
 BUY, SELL = OrderSide.BUY, OrderSide.SELL
 

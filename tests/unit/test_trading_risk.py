@@ -1,9 +1,11 @@
-"""Unit tests for silvertine_streams.trading.risk (pure, fake clock)."""
+"""Unit tests for silvertine_streams.demo.trading.risk (pure, fake clock)."""
 
 from __future__ import annotations
 
 import pytest
 
+from silvertine_streams.demo.trading import RiskCheck, RiskLimits, TokenBucket
+from silvertine_streams.demo.trading.positions import Positions
 from silvertine_streams.events import (
     FillEvent,
     OrderEvent,
@@ -15,8 +17,6 @@ from silvertine_streams.events import (
     SignalType,
     SystemEvent,
 )
-from silvertine_streams.trading import RiskCheck, RiskLimits, TokenBucket
-from silvertine_streams.trading.positions import Positions
 
 
 class Clock:

@@ -1,11 +1,11 @@
-"""Unit tests for silvertine_streams.trading.strategy (pure)."""
+"""Unit tests for silvertine_streams.demo.trading.strategy (pure)."""
 
 from __future__ import annotations
 
 import pytest
 
+from silvertine_streams.demo.trading import MarketFeed, MovingAverageCrossover, mid_price
 from silvertine_streams.events import MarketDataEvent, SignalType
-from silvertine_streams.trading import MarketFeed, MovingAverageCrossover, mid_price
 
 
 def _md(mid: float, symbol: str = "AAPL") -> MarketDataEvent:

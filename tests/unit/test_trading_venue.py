@@ -1,4 +1,4 @@
-"""Unit tests for silvertine_streams.trading.venue (pure, seeded)."""
+"""Unit tests for silvertine_streams.demo.trading.venue (pure, seeded)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from silvertine_streams.demo.trading import OrderLifecycle, Rejection, SimulatedVenue
 from silvertine_streams.events import (
     FillEvent,
     MarketDataEvent,
@@ -14,7 +15,6 @@ from silvertine_streams.events import (
     OrderStatus,
     OrderType,
 )
-from silvertine_streams.trading import OrderLifecycle, Rejection, SimulatedVenue
 
 
 def _order(n: int = 1, side: OrderSide = OrderSide.BUY, qty: float = 100.0,

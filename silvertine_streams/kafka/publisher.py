@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from silvertine_streams.domain.flow import ProducerThrottle
 from silvertine_streams.errors import ServerUnavailable
 from silvertine_streams.events import Event, encode_batch, encode_event
-from silvertine_streams.kafka_admin import GroupLag
+from silvertine_streams.kafka.admin import GroupLag
 from silvertine_streams.settings import Settings
 from silvertine_streams.topics import EVENT_TYPES, event_topic, ingress_stream
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from silvertine_streams.demo.trading.feed import mid_price
 from silvertine_streams.events import FillEvent, MarketDataEvent, OrderSide
-from silvertine_streams.trading.feed import mid_price
 
 __all__ = ["PortfolioTotals", "Position", "Positions"]
 

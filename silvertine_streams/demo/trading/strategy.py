@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from collections import deque
 
+from silvertine_streams.demo.trading.feed import mid_price
 from silvertine_streams.events import MarketDataEvent, SignalEvent, SignalType
-from silvertine_streams.trading.feed import mid_price
 
 __all__ = ["MovingAverageCrossover"]
 

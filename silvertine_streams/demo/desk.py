@@ -1,6 +1,6 @@
 """The demo desk: strategy, risk, venue, order table and positions as bus subscribers.
 
-A worker loads it with ``SILVERTINE_HANDLERS=silvertine_streams.trading_desk:setup``.
+A worker loads it with ``SILVERTINE_HANDLERS=silvertine_streams.demo.desk:setup``.
 Market data feeds the moving-average strategy; its signals pass the risk check;
 orders go to the simulated venue; the venue's answers update the order
 lifecycle table and the positions, and go back on the bus. Events the table
@@ -19,20 +19,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from silvertine_streams.domain.handlers import HandlerPriority, HandlerRegistry
-from silvertine_streams.events import (
-    Event,
-    FillEvent,
-    MarketDataEvent,
-    OrderEvent,
-    OrderStatus,
-    SignalEvent,
-    encode_event,
-)
-from silvertine_streams.publisher import Publisher
-from silvertine_streams.settings import Settings, load_settings
-from silvertine_streams.sinks.dead_letters import DeadLetter, DeadLetterSink
-from silvertine_streams.trading import (
+from silvertine_streams.demo.trading import (
     MovingAverageCrossover,
     OrderLifecycle,
     Positions,
@@ -42,6 +29,19 @@ from silvertine_streams.trading import (
     SimulatedVenue,
     Transition,
 )
+from silvertine_streams.events import (
+    Event,
+    FillEvent,
+    MarketDataEvent,
+    OrderEvent,
+    OrderStatus,
+    SignalEvent,
+    encode_event,
+)
+from silvertine_streams.handlers import HandlerPriority, HandlerRegistry
+from silvertine_streams.kafka.publisher import Publisher
+from silvertine_streams.settings import Settings, load_settings
+from silvertine_streams.sinks.dead_letters import DeadLetter, DeadLetterSink
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
-from silvertine_streams.cli_errors import CONFIG_ERROR_EXIT
+from silvertine_streams.cli.errors import CONFIG_ERROR_EXIT
 from silvertine_streams.embedded.processes import die_with_parent_preexec
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ glue publishes those::
 
 from __future__ import annotations
 
-from silvertine_streams.trading.feed import MarketFeed, mid_price
-from silvertine_streams.trading.lifecycle import (
+from silvertine_streams.demo.trading.feed import MarketFeed, mid_price
+from silvertine_streams.demo.trading.lifecycle import (
     FILL_STATES,
     FINAL_STATES,
     LEGAL_STATUS_CHANGES,
@@ -28,8 +28,8 @@ from silvertine_streams.trading.lifecycle import (
     Transition,
     quantity_tolerance,
 )
-from silvertine_streams.trading.positions import PortfolioTotals, Position, Positions
-from silvertine_streams.trading.risk import (
+from silvertine_streams.demo.trading.positions import PortfolioTotals, Position, Positions
+from silvertine_streams.demo.trading.risk import (
     REASON_CODES,
     RISK_REJECTED,
     PositionSource,
@@ -37,8 +37,8 @@ from silvertine_streams.trading.risk import (
     RiskLimits,
     TokenBucket,
 )
-from silvertine_streams.trading.strategy import MovingAverageCrossover
-from silvertine_streams.trading.venue import SimulatedVenue, VenueEvent
+from silvertine_streams.demo.trading.strategy import MovingAverageCrossover
+from silvertine_streams.demo.trading.venue import SimulatedVenue, VenueEvent
 
 __all__ = [
     "FILL_STATES",

@@ -115,7 +115,7 @@ class TokenBucket:
 
 
 class PositionSource(Protocol):
-    """What the risk check reads; :class:`~silvertine_streams.trading.Positions` is one."""
+    """What the risk check reads; :class:`~silvertine_streams.demo.trading.Positions` is one."""
 
     def quantity(self, symbol: str) -> float:
         """Return the signed position in ``symbol``."""

@@ -2,7 +2,7 @@
 
 It starts the embedded stack (unless URLs are set) and one worker running the
 demo desk (strategy, risk, venue, order table, positions: see
-:mod:`silvertine_streams.trading_desk`), then feeds market data for N symbols
+:mod:`silvertine_streams.demo.desk`), then feeds market data for N symbols
 through both ingress paths (Kafka envelopes and the Redis ingress stream).
 Every few seconds it injects a duplicate tick, an out-of-order pair and a
 sequence gap, so the view shows the engine catching them. It ends after
@@ -28,10 +28,13 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from silvertine_streams.demo.desk import DESK_KEY
+from silvertine_streams.demo.trading import MarketFeed
 from silvertine_streams.embedded import EmbeddedStack
 from silvertine_streams.embedded.processes import die_with_parent_preexec, pick_free_port
 from silvertine_streams.events import MarketDataEvent
-from silvertine_streams.kafka_admin import ensure_topics
+from silvertine_streams.kafka.admin import ensure_topics
+from silvertine_streams.kafka.publisher import Publisher
 from silvertine_streams.observability.monitor import (
     MonitorView,
     build_view,
@@ -39,11 +42,8 @@ from silvertine_streams.observability.monitor import (
     parse_metrics,
     render_rich,
 )
-from silvertine_streams.publisher import Publisher
 from silvertine_streams.settings import Settings, settings_env
 from silvertine_streams.topics import DLQ_STREAM, EVENT_TYPES, log_stream
-from silvertine_streams.trading import MarketFeed
-from silvertine_streams.trading_desk import DESK_KEY
 
 INJECT_EVERY_S = 3.0
 
@@ -258,7 +258,7 @@ def run_demo(settings: Settings, seconds: float, symbols: int = 4, rate: float =
 
 def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
     env = settings_env(settings, os.environ)
-    env["SILVERTINE_HANDLERS"] = "silvertine_streams.trading_desk:setup"
+    env["SILVERTINE_HANDLERS"] = "silvertine_streams.demo.desk:setup"
     env["SILVERTINE_WEB_PORT"] = str(pick_free_port())
     log_path = Path(settings.data_dir) / "logs" / "demo-worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """A simulated venue: acknowledge or reject each new order, then fill it.
 
-The event model (what :class:`~silvertine_streams.trading.OrderLifecycle` consumes):
+The event model (what :class:`~silvertine_streams.demo.trading.OrderLifecycle` consumes):
 
 * a new order is an ``OrderEvent`` with status PENDING (from the risk check);
 * the venue answers with a *new* ``OrderEvent`` for the same ``order_id``

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from silvertine_streams.cli_errors import fails_cleanly
+from silvertine_streams.cli.errors import fails_cleanly
 from silvertine_streams.settings import Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -39,7 +39,7 @@ def stack_up() -> None:
     import asyncio
 
     from silvertine_streams.embedded import EmbeddedStack
-    from silvertine_streams.kafka_admin import ensure_topics
+    from silvertine_streams.kafka.admin import ensure_topics
 
     settings = EmbeddedStack(_settings()).up()
     asyncio.run(ensure_topics(settings))
@@ -85,8 +85,8 @@ def worker(no_supervise: bool) -> None:
 
     settings = resolve_settings_with_stack(_settings())
     if not no_supervise:
+        from silvertine_streams.cli.supervisor import supervise
         from silvertine_streams.settings import settings_env
-        from silvertine_streams.supervisor import supervise
 
         child = [sys.executable, "-m", "silvertine_streams", "worker", "--no-supervise"]
         sys.exit(supervise(child, settings_env(settings, os.environ)))
@@ -118,7 +118,7 @@ def demo(seconds: float, symbols: int, rate: float, headless: bool) -> None:
 
 def _register_operations() -> None:
     # replay, rewind, audit, dlq, monitor: silvertine_streams/cli_ops.py
-    from silvertine_streams.cli_ops import register_ops
+    from silvertine_streams.cli.ops import register_ops
 
     register_ops(main)
 

@@ -1,7 +1,7 @@
 """Operations commands: ``replay``, ``rewind``, ``audit``, ``dlq``, ``monitor``.
 
 They are registered on the ``silvertine`` command by :func:`register_ops`; run
-on their own with ``python -m silvertine_streams.cli_ops <command>``.
+on their own with ``python -m silvertine_streams.cli.ops <command>``.
 
 With ``SILVERTINE_REDIS_URL`` / ``SILVERTINE_KAFKA_URL`` unset they use the
 embedded stack of ``SILVERTINE_DATA_DIR`` when it runs, and never start one:
@@ -33,7 +33,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from silvertine_streams.cli_errors import fails_cleanly
+from silvertine_streams.cli.errors import fails_cleanly
 from silvertine_streams.errors import SilvertineError
 from silvertine_streams.settings import Settings, load_settings
 from silvertine_streams.topics import EVENT_TYPES
@@ -242,7 +242,7 @@ def rewind(to: str, types: tuple[str, ...], dry_run: bool, beyond_dedupe_window:
     On the next start the workers reprocess from there; the canonical log drops
     what it already holds (the dedupe window), so it does not change.
     """
-    from silvertine_streams.replay.rewind import parse_rewind_target, rewind_group
+    from silvertine_streams.ops.rewind import parse_rewind_target, rewind_group
 
     target = parse_rewind_target(to)
     settings = _settings(kafka=True, redis=False)
@@ -291,8 +291,8 @@ def audit(event_id: str, types: tuple[str, ...], scan_limit: int, since: str | N
 
     Exit status 0 when something was found, 1 when nothing was.
     """
-    from silvertine_streams.audit import audit as do_audit
-    from silvertine_streams.audit import kafka_timestamp, render_audit
+    from silvertine_streams.ops.audit import audit as do_audit
+    from silvertine_streams.ops.audit import kafka_timestamp, render_audit
 
     settings = _settings(kafka=False, redis=True)
     if kafka and settings.kafka_url is None:
@@ -359,7 +359,7 @@ def dlq() -> None:
 @fails_cleanly
 def dlq_list(reason: str | None, limit: int, as_json: bool) -> None:
     """Show dead letters, newest first, and the count per reason code."""
-    from silvertine_streams.dlq_tools import list_dead_letters, reason_counts
+    from silvertine_streams.replay.dead_letters import list_dead_letters, reason_counts
 
     settings = _settings()
 
@@ -401,7 +401,7 @@ def dlq_requeue(entry_ids: tuple[str, ...], reason: str | None, everything: bool
 
     Fix the cause first: a letter that fails again comes back with its new reason.
     """
-    from silvertine_streams.dlq_tools import requeue
+    from silvertine_streams.ops.dead_letters import requeue
 
     if not entry_ids and not reason and not everything:
         raise click.UsageError("give dlq entry ids, --reason R, or --all")
@@ -427,7 +427,7 @@ def dlq_requeue(entry_ids: tuple[str, ...], reason: str | None, everything: bool
 @fails_cleanly
 def dlq_purge(before: str, reason: str | None, yes: bool) -> None:
     """Delete dead letters older than a time (asks first unless --yes)."""
-    from silvertine_streams.dlq_tools import count_before, purge
+    from silvertine_streams.ops.dead_letters import count_before, purge
 
     moment = _time(before, "--before")
     assert moment is not None

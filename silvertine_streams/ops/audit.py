@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from silvertine_streams.dlq_tools import (
+from silvertine_streams.replay.dead_letters import (
     DeadLetterEntry,
     iter_dead_letters,
     parse_entry,

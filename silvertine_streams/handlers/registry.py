@@ -1,0 +1,202 @@
+"""Handler subscriptions by event type and priority: who gets which event, in which group.
+
+This keeps the seed EventBus's semantics: handlers subscribe to event types with
+a priority; for each event, CRITICAL handlers run (and finish) before HIGH, HIGH
+before NORMAL, NORMAL before LOW; handlers of one priority run concurrently.
+
+Isolation is the point (guarantee 5): every handler has its own timeout and
+its own :class:`~silvertine_streams.domain.circuit.CircuitBreaker`. A handler
+that raises or overruns counts a failure on its own circuit; an open circuit
+skips that handler; nothing a handler does reaches the caller or stops the
+other handlers. What happened is returned as a :class:`DispatchReport` for the
+metrics layer to read; this module does no I/O and logs nothing.
+
+Sync handlers run directly on the event loop — they must be quick. They cannot
+be interrupted, so one that runs past the timeout is counted as a timeout after
+the fact (and its circuit opens if it keeps doing so). An async handler that
+swallows cancellation cannot be stopped either; it is counted as a timeout once
+it returns.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import itertools
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Handler", "HandlerPriority", "HandlerRegistry", "Subscription"]
+
+Handler = Callable[[Any], Any]
+"""A sync or async callable taking one event; its return value is ignored."""
+
+
+class HandlerPriority(enum.IntEnum):
+    """Order in which handler groups see an event: lower runs first."""
+
+    CRITICAL = 0
+    HIGH = 1
+    NORMAL = 2
+    LOW = 3
+
+
+def _is_async(handler: Handler) -> bool:
+    """Return whether calling ``handler`` gives a coroutine.
+
+    ``inspect.iscoroutinefunction`` already sees through bound methods and
+    ``functools.partial``; instances with an ``async def __call__`` need the
+    second look.
+    """
+    if inspect.iscoroutinefunction(handler):
+        return True
+    call = getattr(type(handler), "__call__", None)  # noqa: B004 - the method, not callable()
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """One handler subscribed to some event types.
+
+    Attributes:
+        handler_id: unique id (uuid4 hex) returned by :meth:`HandlerRegistry.subscribe`.
+        name: for people: metrics labels and logs.
+        handler: the callable.
+        event_types: the event types it receives.
+        priority: its group.
+        is_async: whether it returns a coroutine (decided once, at subscribe time).
+    """
+
+    handler_id: str
+    name: str
+    handler: Handler
+    event_types: frozenset[str]
+    priority: HandlerPriority
+    is_async: bool
+
+
+Groups = tuple[tuple[Subscription, ...], ...]
+
+_NO_GROUPS: Groups = ()
+
+
+class HandlerRegistry:
+    """Who wants which event type, grouped by priority.
+
+    Lookups are precomputed on every change, so :meth:`handlers_for` is one
+    dict lookup: subscriptions change rarely, events arrive all the time.
+
+    Attributes:
+        version: bumped on every subscribe and unsubscribe, so a dispatcher
+            can tell when its cached plans are out of date.
+    """
+
+    def __init__(self) -> None:
+        """Create an empty registry."""
+        self._subscriptions: dict[str, Subscription] = {}
+        self._groups: dict[str, Groups] = {}
+        self.version = 0
+
+    def subscribe(
+        self,
+        handler: Handler,
+        event_types: str | Iterable[str],
+        priority: HandlerPriority = HandlerPriority.NORMAL,
+        name: str | None = None,
+    ) -> str:
+        """Subscribe ``handler`` to ``event_types``.
+
+        Args:
+            handler: a sync or async callable taking one event.
+            event_types: one event type or several (``EventType`` members or
+                their string values; both look up the same).
+            priority: its group; lower runs first.
+            name: for metrics and logs; defaults to the handler's qualified name.
+
+        Returns:
+            The handler id, for :meth:`unsubscribe`.
+
+        Raises:
+            ValueError: no event type given.
+            TypeError: ``handler`` is not callable.
+        """
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, got {handler!r}")
+        # A bare string is iterable too; without this, "order" would subscribe
+        # to the event types "o", "r", "d", ...
+        types = frozenset((event_types,) if isinstance(event_types, str) else event_types)
+        if not types:
+            raise ValueError("subscribe needs at least one event type")
+        handler_id = uuid.uuid4().hex
+        if name is None:
+            name = getattr(handler, "__qualname__", None) or type(handler).__qualname__
+        self._subscriptions[handler_id] = Subscription(
+            handler_id=handler_id,
+            name=name,
+            handler=handler,
+            event_types=types,
+            priority=HandlerPriority(priority),
+            is_async=_is_async(handler),
+        )
+        self._reindex(types)
+        return handler_id
+
+    def unsubscribe(self, handler_id: str) -> bool:
+        """Remove a subscription.
+
+        Args:
+            handler_id: as returned by :meth:`subscribe`.
+
+        Returns:
+            Whether it was subscribed.
+        """
+        subscription = self._subscriptions.pop(handler_id, None)
+        if subscription is None:
+            return False
+        self._reindex(subscription.event_types)
+        return True
+
+    def handlers_for(self, event_type: str) -> Groups:
+        """Return the subscriptions for ``event_type`` as priority groups.
+
+        Returns:
+            Non-empty groups ordered CRITICAL → LOW; within a group, in
+            subscription order. ``()`` when nobody subscribed.
+        """
+        return self._groups.get(event_type, _NO_GROUPS)
+
+    def has_handlers(self, event_type: str) -> bool:
+        """Return whether anyone subscribed to ``event_type`` (skip dispatch if not)."""
+        return event_type in self._groups
+
+    def get(self, handler_id: str) -> Subscription | None:
+        """Return the subscription of ``handler_id``, ``None`` if there is none."""
+        return self._subscriptions.get(handler_id)
+
+    def __len__(self) -> int:
+        """Return the number of subscriptions."""
+        return len(self._subscriptions)
+
+    def _reindex(self, event_types: frozenset[str]) -> None:
+        """Recompute the groups of the event types a change touched."""
+        self.version += 1
+        for event_type in event_types:
+            # dicts keep insertion order and sorted() is stable, so handlers of
+            # one priority stay in subscription order.
+            subscribed = sorted(
+                (s for s in self._subscriptions.values() if event_type in s.event_types),
+                key=_priority_of,
+            )
+            if not subscribed:
+                self._groups.pop(event_type, None)
+                continue
+            self._groups[event_type] = tuple(
+                tuple(members) for _, members in itertools.groupby(subscribed, _priority_of)
+            )
+
+
+def _priority_of(subscription: Subscription) -> HandlerPriority:
+    """Return the sort and group key of a subscription."""
+    return subscription.priority
