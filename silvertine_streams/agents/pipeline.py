@@ -29,6 +29,7 @@ from silvertine_streams.domain.flow import OverflowPolicy, OverloadDetector, she
 from silvertine_streams.domain.offsets import OffsetGuard
 from silvertine_streams.domain.reorder import ReleaseKind, ReorderBuffer, ReorderPolicy, Verdict
 from silvertine_streams.domain.sequencing import SequenceTracker, stream_key
+from silvertine_streams.domain.timestamps import TimestampCheck
 from silvertine_streams.events import (
     Event,
     EventType,
@@ -40,7 +41,6 @@ from silvertine_streams.events import (
     fill_missing_identity,
 )
 from silvertine_streams.handlers import HandlerDispatcher
-from silvertine_streams.observability.clock import TimestampCheck
 from silvertine_streams.observability.metrics import (
     DEAD_LETTERS,
     SHED_EVENTS,

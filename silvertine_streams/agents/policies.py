@@ -8,9 +8,9 @@ from silvertine_streams.agents.pipeline import PipelinePolicy
 from silvertine_streams.domain.flow import OverflowPolicy, policy_for
 from silvertine_streams.domain.priority import parse_lanes
 from silvertine_streams.domain.reorder import DEFAULT_POLICIES, ReorderPolicy
+from silvertine_streams.domain.timestamps import TimestampCheck
 from silvertine_streams.errors import ConfigError
 from silvertine_streams.events import EventPriority
-from silvertine_streams.observability.clock import TimestampCheck
 from silvertine_streams.settings import Settings, type_map
 
 _MODES = ("strict", "best_effort")

@@ -9,19 +9,14 @@ pausing, the metrics and the ``system`` events.
   may lose. Orders and fills are never shed (:data:`CRITICAL_TYPES`).
 * :func:`shed`: apply a policy to one batch (an envelope) and say what went.
 * :class:`OverloadDetector`: consumer lag with hysteresis -> overloaded or not.
-* :class:`BoundedBuffer`: an asyncio FIFO that applies a policy per item.
 * :class:`ProducerThrottle`: how long a publisher should wait, given the lag.
 
-Nothing here imports faust, redis or kafka; :class:`BoundedBuffer` needs a
-running event loop only while a caller awaits it.
+Nothing here imports faust, redis or kafka, or needs an event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
-from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
@@ -32,7 +27,6 @@ __all__ = [
     "DEFAULT_OVERFLOW",
     "OVERFLOW_POLICIES",
     "SHED_REASONS",
-    "BoundedBuffer",
     "OverflowPolicy",
     "OverloadDetector",
     "ProducerThrottle",
@@ -256,218 +250,6 @@ class OverloadDetector:
     def overloaded_for_s(self) -> float:
         """Return how long the current overload has lasted, 0.0 when not overloaded."""
         return 0.0 if self.since is None else self._now() - self.since
-
-
-_NOTHING: Final[tuple[()]] = ()
-_MISSING: Final = object()
-
-
-class BoundedBuffer(Generic[T]):
-    """A bounded asyncio FIFO that applies an overflow policy to every put.
-
-    * ``block``: :meth:`put` waits for space (backpressure); waiting putters
-      are served first come, first served.
-    * ``drop_oldest``: a put on a full buffer removes the oldest item.
-    * ``drop_newest``: a put on a full buffer refuses the new item.
-    * ``conflate``: a put whose key is already queued replaces that item in
-      place: the latest value keeps the oldest position, so a symbol that
-      updates constantly cannot push the others back (fairness), and a reader
-      always gets the freshest value. ``capacity`` bounds the number of keys;
-      a put of a new key on a full buffer waits like ``block``, since a
-      symbol's only queued value must not be lost. Size it above the symbol
-      universe and it never waits.
-
-    Every shed item is returned by :meth:`put` and counted in
-    :attr:`shed_counts`. Not thread-safe; one event loop owns it (the loop is
-    found when a caller first has to wait, not at construction).
-
-    Attributes:
-        capacity: the most items (``conflate``: keys) held at once.
-        policy: the overflow policy.
-        shed_counts: items shed so far, by reason (:data:`SHED_REASONS` values).
-    """
-
-    __slots__ = (
-        "capacity",
-        "policy",
-        "shed_counts",
-        "_key",
-        "_fifo",
-        "_latest",
-        "_getters",
-        "_putters",
-    )
-
-    def __init__(
-        self,
-        capacity: int,
-        policy: OverflowPolicy = "block",
-        *,
-        key: Callable[[T], Hashable] = stream_key_of,
-    ) -> None:
-        """Create an empty buffer.
-
-        Args:
-            capacity: the most items held at once (>= 1).
-            policy: what a put does when the buffer is full.
-            key: the stream of an item; used by ``conflate`` only.
-
-        Raises:
-            ValueError: ``capacity`` < 1 or ``policy`` unknown.
-        """
-        if capacity < 1:
-            raise ValueError(f"capacity must be >= 1, got {capacity}")
-        if policy not in OVERFLOW_POLICIES:
-            raise ValueError(f"unknown overflow policy {policy!r}; valid: {OVERFLOW_POLICIES}")
-        self.capacity = capacity
-        self.policy: OverflowPolicy = policy
-        self.shed_counts: dict[str, int] = dict.fromkeys(SHED_REASONS.values(), 0)
-        self._key = key
-        self._fifo: deque[T] = deque()
-        # conflate only: key -> latest item; assigning to an existing key keeps
-        # its position, and popitem(last=False) is O(1) (popping a dict's first
-        # key rescans the deleted slots before it: quadratic over a drain).
-        self._latest: OrderedDict[Hashable, T] = OrderedDict()
-        self._getters: deque[asyncio.Future[None]] = deque()
-        self._putters: deque[asyncio.Future[None]] = deque()
-
-    def qsize(self) -> int:
-        """Return the number of queued items."""
-        return len(self._latest) if self.policy == "conflate" else len(self._fifo)
-
-    def __len__(self) -> int:
-        return self.qsize()
-
-    def empty(self) -> bool:
-        """Return whether no item is queued."""
-        return self.qsize() == 0
-
-    def full(self) -> bool:
-        """Return whether the buffer holds ``capacity`` items."""
-        return self.qsize() >= self.capacity
-
-    @property
-    def shed_total(self) -> int:
-        """Return the number of items shed so far, all reasons together."""
-        return sum(self.shed_counts.values())
-
-    def put_nowait(self, item: T) -> tuple[T, ...]:
-        """Add ``item`` without waiting.
-
-        Returns:
-            The items shed to make room, or the refused ``item`` itself
-            (``drop_newest``); ``()`` when nothing was shed.
-
-        Raises:
-            asyncio.QueueFull: the policy would have to wait (``block``, or
-                ``conflate`` with a new key) because the buffer is full or
-                earlier putters are still waiting.
-        """
-        return self._put(item, bool(self._putters))
-
-    def _put(self, item: T, behind_waiters: bool) -> tuple[T, ...]:
-        policy = self.policy
-        if policy == "conflate":
-            return self._put_conflated(item, behind_waiters)
-        fifo = self._fifo
-        if len(fifo) < self.capacity and not (behind_waiters and policy == "block"):
-            fifo.append(item)
-            self._wake(self._getters)
-            return _NOTHING
-        if policy == "drop_oldest":
-            oldest = fifo.popleft()
-            fifo.append(item)
-            self.shed_counts[REASON_DROPPED_OLDEST] += 1
-            return (oldest,)
-        if policy == "drop_newest":
-            self.shed_counts[REASON_DROPPED_NEWEST] += 1
-            return (item,)
-        raise asyncio.QueueFull
-
-    def _put_conflated(self, item: T, behind_waiters: bool) -> tuple[T, ...]:
-        latest = self._latest
-        stream = self._key(item)
-        previous = latest.get(stream, _MISSING)
-        if previous is not _MISSING:
-            latest[stream] = item
-            self.shed_counts[REASON_CONFLATED] += 1
-            return (previous,)  # type: ignore[return-value]  # not _MISSING, so a T
-        if len(latest) >= self.capacity or behind_waiters:
-            raise asyncio.QueueFull
-        latest[stream] = item
-        self._wake(self._getters)
-        return _NOTHING
-
-    async def put(self, item: T) -> tuple[T, ...]:
-        """Add ``item``, waiting for space only where the policy says so.
-
-        ``block`` (and ``conflate`` with a new key) waits until a :meth:`get`
-        makes room, behind putters already waiting; the drop policies and a
-        conflating replace never wait.
-
-        Returns:
-            What was shed, as :meth:`put_nowait`.
-        """
-        behind_waiters = bool(self._putters)
-        while True:
-            try:
-                return self._put(item, behind_waiters)
-            except asyncio.QueueFull:
-                pass
-            await self._wait(self._putters, self.full)
-            # Woken in turn: the putters still waiting came after us.
-            behind_waiters = False
-
-    def get_nowait(self) -> T:
-        """Remove and return the oldest item.
-
-        Raises:
-            asyncio.QueueEmpty: the buffer is empty.
-        """
-        if self.policy == "conflate":
-            if not self._latest:
-                raise asyncio.QueueEmpty
-            item = self._latest.popitem(last=False)[1]
-        else:
-            if not self._fifo:
-                raise asyncio.QueueEmpty
-            item = self._fifo.popleft()
-        self._wake(self._putters)
-        return item
-
-    async def get(self) -> T:
-        """Remove and return the oldest item, waiting for one if the buffer is empty."""
-        while True:
-            try:
-                return self.get_nowait()
-            except asyncio.QueueEmpty:
-                pass
-            await self._wait(self._getters, self.empty)
-
-    async def _wait(
-        self, waiters: deque[asyncio.Future[None]], blocked: Callable[[], bool]
-    ) -> None:
-        """Park until :meth:`_wake` picks us; if cancelled, pass a wake-up on."""
-        waiter = asyncio.get_running_loop().create_future()
-        waiters.append(waiter)
-        try:
-            await waiter
-        except BaseException:
-            waiter.cancel()
-            with contextlib.suppress(ValueError):  # already picked by _wake
-                waiters.remove(waiter)
-            if not blocked() and not waiter.cancelled():
-                # We were woken, then cancelled before we could act on it.
-                self._wake(waiters)
-            raise
-
-    @staticmethod
-    def _wake(waiters: deque[asyncio.Future[None]]) -> None:
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 
 import ntplib
 
+from silvertine_streams.domain.timestamps import TimestampCheck
 from silvertine_streams.observability.clock_state import (
     ClockSnapshot,
     ClockState,
@@ -42,7 +43,6 @@ from silvertine_streams.observability.ntp import (
     parse_server,
     reply_problem,
 )
-from silvertine_streams.observability.timestamps import TimestampCheck
 
 __all__ = [
     "DRIFT_WINDOW",

@@ -1,8 +1,7 @@
-"""Unit tests for silvertine_streams.domain.flow (pure; the buffer under asyncio)."""
+"""Unit tests for silvertine_streams.domain.flow (pure)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import NamedTuple
 
 import pytest
@@ -12,7 +11,6 @@ from silvertine_streams.domain.flow import (
     DEFAULT_OVERFLOW,
     OVERFLOW_POLICIES,
     SHED_REASONS,
-    BoundedBuffer,
     OverflowPolicy,
     OverloadDetector,
     ProducerThrottle,
@@ -52,12 +50,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.t
-
-
-async def settle() -> None:
-    """Let every ready task run until it blocks (a few loop turns, no wall-clock sleep)."""
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 # --- policies ----------------------------------------------------------------
@@ -246,170 +238,6 @@ def test_detector_rejects_bad_thresholds(high: int, low: int) -> None:
 
 
 # --- bounded buffer: block ---------------------------------------------------
-
-
-async def test_block_put_waits_until_a_get_makes_room() -> None:
-    buffer: BoundedBuffer[Tick] = BoundedBuffer(2, "block")
-    a, b, c = ticks(*"ABC")
-    assert await buffer.put(a) == ()
-    assert await buffer.put(b) == ()
-    assert buffer.full()
-    blocked = asyncio.create_task(buffer.put(c))
-    await settle()
-    assert not blocked.done()
-    assert buffer.qsize() == 2
-    assert await buffer.get() is a
-    async with asyncio.timeout(5):
-        assert await blocked == ()
-    assert [buffer.get_nowait(), buffer.get_nowait()] == [b, c]
-    assert buffer.shed_total == 0
-
-
-async def test_block_put_nowait_raises_when_full() -> None:
-    buffer: BoundedBuffer[Tick] = BoundedBuffer(1, "block")
-    buffer.put_nowait(Tick(0, "A"))
-    with pytest.raises(asyncio.QueueFull):
-        buffer.put_nowait(Tick(1, "B"))
-
-
-async def test_block_waiting_putters_are_served_in_order_and_not_overtaken() -> None:
-    buffer: BoundedBuffer[int] = BoundedBuffer(1, "block")
-    await buffer.put(0)
-    first = asyncio.create_task(buffer.put(1))
-    await settle()
-    second = asyncio.create_task(buffer.put(2))
-    await settle()
-    assert buffer.get_nowait() == 0
-    # Room for one, but two putters wait: a newcomer may not jump the queue.
-    with pytest.raises(asyncio.QueueFull):
-        buffer.put_nowait(99)
-    got = []
-    async with asyncio.timeout(5):
-        for _ in range(2):
-            got.append(await buffer.get())
-        await asyncio.gather(first, second)
-    assert got == [1, 2]
-
-
-async def test_a_cancelled_putter_passes_its_turn_on() -> None:
-    buffer: BoundedBuffer[int] = BoundedBuffer(1, "block")
-    await buffer.put(0)
-    first = asyncio.create_task(buffer.put(1))
-    second = asyncio.create_task(buffer.put(2))
-    await settle()
-    assert buffer.get_nowait() == 0  # wakes `first`...
-    first.cancel()  # ...which is cancelled before it can put
-    async with asyncio.timeout(5):
-        await second
-        assert await buffer.get() == 2
-    assert first.cancelled()
-    assert buffer.empty()
-
-
-async def test_get_waits_for_an_item() -> None:
-    buffer: BoundedBuffer[int] = BoundedBuffer(3, "block")
-    getter = asyncio.create_task(buffer.get())
-    await settle()
-    assert not getter.done()
-    buffer.put_nowait(7)
-    async with asyncio.timeout(5):
-        assert await getter == 7
-    with pytest.raises(asyncio.QueueEmpty):
-        buffer.get_nowait()
-
-
-async def test_a_cancelled_getter_passes_its_item_on() -> None:
-    buffer: BoundedBuffer[int] = BoundedBuffer(3, "block")
-    first = asyncio.create_task(buffer.get())
-    second = asyncio.create_task(buffer.get())
-    await settle()
-    buffer.put_nowait(7)  # wakes `first`...
-    first.cancel()  # ...which is cancelled before it takes the item
-    async with asyncio.timeout(5):
-        assert await second == 7
-
-
-# --- bounded buffer: drop ----------------------------------------------------
-
-
-async def test_drop_oldest_never_waits_and_returns_what_it_shed() -> None:
-    buffer: BoundedBuffer[int] = BoundedBuffer(2, "drop_oldest")
-    async with asyncio.timeout(5):
-        assert [await buffer.put(i) for i in range(5)] == [(), (), (0,), (1,), (2,)]
-    assert buffer.put_nowait(5) == (3,)
-    assert [buffer.get_nowait(), buffer.get_nowait()] == [4, 5]
-    assert buffer.shed_counts == {"conflated": 0, "dropped_oldest": 4, "dropped_newest": 0}
-    assert buffer.shed_total == 4
-
-
-async def test_drop_newest_never_waits_and_refuses_the_newcomer() -> None:
-    buffer: BoundedBuffer[int] = BoundedBuffer(2, "drop_newest")
-    async with asyncio.timeout(5):
-        assert [await buffer.put(i) for i in range(5)] == [(), (), (2,), (3,), (4,)]
-    assert [buffer.get_nowait(), buffer.get_nowait()] == [0, 1]
-    assert buffer.shed_counts["dropped_newest"] == 3
-
-
-# --- bounded buffer: conflate ------------------------------------------------
-
-
-async def test_conflate_replaces_in_place_latest_value_oldest_position() -> None:
-    buffer: BoundedBuffer[Tick] = BoundedBuffer(10, "conflate")
-    a0, b1, a2, c3, a4 = ticks("A", "B", "A", "C", "A")
-    assert await buffer.put(a0) == ()
-    assert await buffer.put(b1) == ()
-    assert await buffer.put(a2) == (a0,)
-    assert await buffer.put(c3) == ()
-    assert buffer.put_nowait(a4) == (a2,)
-    assert buffer.qsize() == len(buffer) == 3
-    assert [await buffer.get() for _ in range(3)] == [a4, b1, c3]
-    assert buffer.shed_counts["conflated"] == 2
-    # Once taken, a key starts afresh at the back.
-    a5 = Tick(5, "A")
-    assert buffer.put_nowait(a5) == ()
-    assert buffer.get_nowait() is a5
-
-
-async def test_conflate_replace_never_waits_but_a_new_key_waits_when_full() -> None:
-    buffer: BoundedBuffer[Tick] = BoundedBuffer(2, "conflate")
-    buffer.put_nowait(Tick(0, "A"))
-    buffer.put_nowait(Tick(1, "B"))
-    async with asyncio.timeout(5):
-        assert ns(list(await buffer.put(Tick(2, "B")))) == [1]
-    with pytest.raises(asyncio.QueueFull):
-        buffer.put_nowait(Tick(3, "C"))
-    blocked = asyncio.create_task(buffer.put(Tick(3, "C")))
-    await settle()
-    assert not blocked.done()
-    assert buffer.get_nowait().n == 0
-    async with asyncio.timeout(5):
-        assert await blocked == ()
-    assert [buffer.get_nowait().n, buffer.get_nowait().n] == [2, 3]
-
-
-async def test_conflate_with_a_custom_key() -> None:
-    buffer: BoundedBuffer[tuple[str, int]] = BoundedBuffer(4, "conflate", key=lambda kv: kv[0])
-    for item in [("x", 1), ("y", 1), ("x", 2)]:
-        buffer.put_nowait(item)
-    assert [buffer.get_nowait(), buffer.get_nowait()] == [("x", 2), ("y", 1)]
-
-
-def test_buffer_rejects_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="capacity"):
-        BoundedBuffer(0)
-    with pytest.raises(ValueError, match="unknown overflow policy"):
-        BoundedBuffer(1, "drop_all")  # type: ignore[arg-type]  # on purpose
-
-
-def test_buffer_needs_no_loop_until_it_waits() -> None:
-    buffer: BoundedBuffer[int] = BoundedBuffer(1, "drop_oldest")
-    assert buffer.empty() and buffer.policy == "drop_oldest" and buffer.capacity == 1
-    assert buffer.put_nowait(1) == ()
-    assert buffer.put_nowait(2) == (1,)
-    assert buffer.get_nowait() == 2
-
-
-# --- producer throttle -------------------------------------------------------
 
 
 def test_throttle_is_zero_within_bounds() -> None:
