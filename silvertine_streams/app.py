@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 from aiokafka import AIOKafkaConsumer
@@ -30,8 +30,12 @@ from faust.utils.functional import consecutive_numbers
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
+from silvertine_streams.handlers import HandlerRegistry
 from silvertine_streams.kafka.admin import ensure_topics
 from silvertine_streams.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from silvertine_streams.agents.pipeline import EventPipeline
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +140,18 @@ class _Transport(faust_aiokafka.Transport):
 
 
 class SilvertineApp(faust.App):
-    """A Faust app that carries our :class:`Settings` and declares our topics first."""
+    """A Faust app that carries our :class:`Settings` and declares our topics first.
+
+    Attributes:
+        settings: the worker's settings.
+        bus: the handler registry ``SILVERTINE_HANDLERS`` setups subscribe on.
+        pipelines: the pipeline of each consumed event type, by Kafka topic.
+    """
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         self.settings = settings
+        self.bus = HandlerRegistry()
+        self.pipelines: dict[str, EventPipeline] = {}
         super().__init__(settings.app_id, **kwargs)
 
     def _new_transport(self) -> _Transport:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from silvertine_streams.agents.outbox import Outbox
 from silvertine_streams.domain.flow import OverflowPolicy, OverloadDetector, shed, stream_key_of
 from silvertine_streams.domain.offsets import OffsetGuard
 from silvertine_streams.domain.reorder import ReleaseKind, ReorderBuffer, ReorderPolicy, Verdict
@@ -41,23 +42,15 @@ from silvertine_streams.events import (
     fill_missing_identity,
 )
 from silvertine_streams.handlers import HandlerDispatcher
-from silvertine_streams.observability.metrics import (
-    DEAD_LETTERS,
-    SHED_EVENTS,
-    TypeMetrics,
-    record_dispatch,
-)
+from silvertine_streams.observability.metrics import TypeMetrics
 from silvertine_streams.sinks.canonical_log import CanonicalLogSink, LogRecord, WriteStatus
-from silvertine_streams.sinks.dead_letters import DeadLetter, DeadLetterSink
+from silvertine_streams.sinks.dead_letters import DeadLetter
 from silvertine_streams.topics import event_topic
 
 log = logging.getLogger(__name__)
 
 SLICE_EVENTS = 100
 """Events of one message processed between two ``slice_break`` calls (~0.5 ms of CPU)."""
-
-PublishSystem = Callable[[SystemEvent], Awaitable[None]]
-PublishDeadLetters = Callable[[Sequence[DeadLetter]], Awaitable[None]]
 
 
 class MessageToken:
@@ -168,13 +161,11 @@ class EventPipeline:
         event_type: the type this pipeline accepts; others are dead letters.
         policy: reorder window, overload policy and timestamp bounds.
         log_sink: the idempotent canonical-log sink of this type.
-        dead_letter_sink: the Redis ``dlq`` sink.
+        outbox: where dead letters and system events (gap reports) go.
         dispatcher: subscribed handlers, or None.
-        publish_system: sends a ``system`` event (gap reports) to Kafka.
-        publish_dead_letters: copies dead letters to Kafka ``silvertine.dlq``.
         overload: the lag detector that switches shedding on and off.
         now_s: corrected wall-clock seconds (the clock-sync service's).
-        pending_system_events: a list others append system events to (shared).
+        metrics: this type's metrics (default: the process-wide ones).
         slice_break: awaited every ``SLICE_EVENTS`` events of a message, so
             other agents (the critical lane) get the event loop inside a long
             envelope; None = run an envelope's events in one stretch.
@@ -185,33 +176,25 @@ class EventPipeline:
         event_type: EventType,
         policy: PipelinePolicy,
         log_sink: CanonicalLogSink,
-        dead_letter_sink: DeadLetterSink,
-        dispatcher: HandlerDispatcher | None,
-        publish_system: PublishSystem,
-        publish_dead_letters: PublishDeadLetters,
+        outbox: Outbox,
+        dispatcher: HandlerDispatcher | None = None,
+        *,
         overload: OverloadDetector | None = None,
         now_s: Callable[[], float] = time.time,
-        pending_system_events: list[SystemEvent] | None = None,
+        metrics: TypeMetrics | None = None,
         slice_break: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.event_type = event_type
         self.policy = policy
         self.lock = asyncio.Lock()  # the agent and the expiry timer take turns
         self._log_sink = log_sink
-        self._dead_letter_sink = dead_letter_sink
+        self._outbox = outbox
         self._dispatcher = dispatcher
-        self._publish_system = publish_system
-        self._publish_dead_letters = publish_dead_letters
         self._overload = overload or OverloadDetector(high_lag=1 << 62, low_lag=0)
         self._now_s = now_s
-        # System events raised outside the pipeline (circuit transitions), sent
-        # with the next message: the callbacks that create them cannot await.
-        self._pending_system_events = (
-            pending_system_events if pending_system_events is not None else []
-        )
         self._topic = event_topic(event_type.value)
         self._partitions: dict[int, PartitionState] = {}
-        self._metrics = TypeMetrics.for_type(event_type.value)
+        self._metrics = metrics or TypeMetrics.for_type(event_type.value)
         self._in_flight: asyncio.Future[None] | None = None  # the overlapped write, if any
         self._slice_break = slice_break
 
@@ -405,7 +388,7 @@ class EventPipeline:
                     outcome.stale += 1
             if item.shed_reason:
                 outcome.shed += 1
-                SHED_EVENTS.labels(self.event_type.value, item.shed_reason).inc()
+                self._metrics.count_shed(item.shed_reason)
                 continue
             records.append(LogRecord(item.event.event_id, item.fingerprint,
                                      encode_event(item.event), item.origin))
@@ -460,18 +443,16 @@ class EventPipeline:
         if commit.stage_times is not None:
             self._metrics.observe_stages(*commit.stage_times, time.time())
         for report in commit.gap_reports:
-            await self._publish_system(report)
+            await self._outbox.system(report)
         if new_events and self._dispatcher is not None:
-            record_dispatch(await self._dispatcher.dispatch(new_events, self.event_type))
-        while self._pending_system_events:
-            await self._publish_system(self._pending_system_events.pop(0))
+            self._metrics.record_dispatch(
+                await self._dispatcher.dispatch(new_events, self.event_type))
+        await self._outbox.send_queued()
 
     async def _dead_letter(self, letters: list[DeadLetter], outcome: MessageOutcome) -> None:
-        await self._dead_letter_sink.write(letters)
-        await self._publish_dead_letters(letters)
+        await self._outbox.dead_letters(letters)
         outcome.dead_letters += len(letters)
-        for letter in letters:
-            DEAD_LETTERS.labels(self.event_type.value, letter.reason.split(":", 1)[0]).inc()
+        self._metrics.count_dead_letters(letter.reason for letter in letters)
 
 
 def _gap_report(event: Event, stream: str, expected: int, got: int,

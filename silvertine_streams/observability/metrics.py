@@ -110,7 +110,12 @@ CIRCUIT_OPEN = Gauge(
 
 @dataclass(frozen=True, slots=True)
 class TypeMetrics:
-    """The label children of one event type, resolved once."""
+    """The metrics of one event type's pipeline: label children resolved once.
+
+    The pipeline is given one of these; it touches no module-level metric itself.
+    """
+
+    event_type: str
 
     events_in: Counter
     events_logged: Counter
@@ -130,6 +135,7 @@ class TypeMetrics:
     def for_type(cls, event_type: str) -> TypeMetrics:
         """Resolve every per-type child for ``event_type``."""
         return cls(
+            event_type=event_type,
             events_in=EVENTS_IN.labels(event_type),
             events_logged=EVENTS_LOGGED.labels(event_type),
             dedupe_hits=DEDUPE_HITS.labels(event_type),
@@ -155,6 +161,19 @@ class TypeMetrics:
             self.to_agent.observe(max(0.0, agent_s - kafka_s))
         self.to_log.observe(max(0.0, logged_s - agent_s))
         self.end_to_end.observe(max(0.0, logged_s - created_s))
+
+    def count_dead_letters(self, reasons: Iterable[str]) -> None:
+        """Count dead letters by their reason's code (``invalid: …`` counts as ``invalid``)."""
+        for reason in reasons:
+            DEAD_LETTERS.labels(self.event_type, reason.split(":", 1)[0]).inc()
+
+    def count_shed(self, reason: str) -> None:
+        """Count one event shed under overload, by reason."""
+        SHED_EVENTS.labels(self.event_type, reason).inc()
+
+    def record_dispatch(self, report: DispatchReport) -> None:
+        """Add one handler dispatch's counts to the handler metrics."""
+        record_dispatch(report)
 
 
 def serve_metrics(port: int, host: str = "127.0.0.1") -> None:

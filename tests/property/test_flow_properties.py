@@ -1,26 +1,20 @@
 """Properties of flow control: shed never loses or invents an event, and says why.
 
 Events are small tuples with a unique position ``n``, so "kept ⊎ shed == input"
-can be checked as multisets and as order. A state machine then compares
-:class:`BoundedBuffer` (non-waiting calls) with a plain list model under every
-policy.
+can be checked as multisets and as order.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from typing import NamedTuple
 
-import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from silvertine_streams.domain.flow import (
     OVERFLOW_POLICIES,
     SHED_REASONS,
-    BoundedBuffer,
     OverflowPolicy,
     OverloadDetector,
     ProducerThrottle,
@@ -113,71 +107,3 @@ def test_throttle_is_monotone_and_bounded(lag: int, more: int, backlog: int) -> 
     assert wait == 0.0 or 0.005 <= wait <= 2.0
     assert throttle.wait_s(lag + more, backlog) >= wait
     assert throttle.wait_s(lag, backlog + more) >= wait
-
-
-class BufferMachine(RuleBasedStateMachine):
-    """BoundedBuffer against a list model, via the calls that never wait."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.model: list[Tick] = []
-        self.shed: Counter[str] = Counter()
-        self.taken: list[Tick] = []
-        self.counter = 0
-
-    @initialize(policy=policies, capacity=st.integers(1, 6))
-    def create(self, policy: OverflowPolicy, capacity: int) -> None:
-        self.buffer: BoundedBuffer[Tick] = BoundedBuffer(capacity, policy, key=key)
-        self.policy = policy
-        self.capacity = capacity
-
-    @rule(stream=streams)
-    def put(self, stream: tuple[str, str]) -> None:
-        item = Tick(self.counter, *stream)
-        self.counter += 1
-        model, policy = self.model, self.policy
-        expected: tuple[Tick, ...] | None  # None: the put would have to wait
-        same = [i for i, queued in enumerate(model) if key(queued) == stream]
-        if policy == "conflate" and same:
-            expected = (model[same[0]],)
-            model[same[0]] = item  # latest value, oldest position
-        elif len(model) < self.capacity:
-            expected = ()
-            model.append(item)
-        elif policy == "drop_oldest":
-            expected = (model.pop(0),)
-            model.append(item)
-        elif policy == "drop_newest":
-            expected = (item,)
-        else:
-            expected = None
-        if expected is None:
-            with pytest.raises(asyncio.QueueFull):
-                self.buffer.put_nowait(item)
-            return
-        assert self.buffer.put_nowait(item) == expected
-        if expected:
-            self.shed[SHED_REASONS[policy]] += 1
-
-    @rule()
-    def get(self) -> None:
-        if not self.model:
-            with pytest.raises(asyncio.QueueEmpty):
-                self.buffer.get_nowait()
-            return
-        got = self.buffer.get_nowait()
-        assert got == self.model.pop(0)
-        self.taken.append(got)
-
-    @invariant()
-    def matches_model(self) -> None:
-        if hasattr(self, "buffer"):
-            assert self.buffer.qsize() == len(self.model) <= self.capacity
-            assert {r: n for r, n in self.buffer.shed_counts.items() if n} == dict(self.shed)
-            if self.policy != "conflate":
-                # FIFO: items leave in the order they came.
-                assert is_increasing(self.taken)
-
-
-BufferMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=40)
-test_buffer_matches_model = BufferMachine.TestCase

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 
+from silvertine_streams.agents.outbox import Outbox
 from silvertine_streams.agents.pipeline import SLICE_EVENTS, EventPipeline, PipelinePolicy
 from silvertine_streams.domain.reorder import ReorderPolicy
 from silvertine_streams.events import EventType, MarketDataEvent, encode_batch
@@ -64,8 +65,9 @@ async def _nothing(*_: object) -> None:
 def pipeline(log: GatedLog | InstantLog, overlap: bool = False,
              slice_break: Callable[[], Awaitable[None]] | None = None) -> EventPipeline:
     policy = PipelinePolicy(ReorderPolicy("best_effort", 100, 0.05), overlap_writes=overlap)
-    return EventPipeline(EventType.MARKET_DATA, policy, log, NoDeadLetters(),  # type: ignore[arg-type]
-                         None, _nothing, _nothing, slice_break=slice_break)
+    outbox = Outbox(NoDeadLetters(), _nothing, _nothing)
+    return EventPipeline(EventType.MARKET_DATA, policy, log, outbox,  # type: ignore[arg-type]
+                         slice_break=slice_break)
 
 
 def envelope(first_sequence: int, count: int = 3) -> tuple[bytes, list[str]]:
