@@ -315,4 +315,4 @@ class ProducerThrottle:
         if over >= self.saturate_at:
             return self.max_wait_s
         fraction = (over - 1.0) / (self.saturate_at - 1.0)
-        return self.min_wait_s * (self.max_wait_s / self.min_wait_s) ** fraction
+        return float(self.min_wait_s * (self.max_wait_s / self.min_wait_s) ** fraction)

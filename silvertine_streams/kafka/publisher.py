@@ -30,7 +30,7 @@ from silvertine_streams.topics import EVENT_TYPES, event_topic, ingress_stream
 
 def partition_for(key: bytes, partitions: int) -> int:
     """Return the partition of ``key``: murmur2, as Java clients and aiokafka do."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def group_envelopes(

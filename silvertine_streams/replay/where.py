@@ -153,7 +153,7 @@ class _Compiler:
                 a, b = get_left(event), get_right(event)
                 if a is _MISSING or b is _MISSING:
                     return False
-                return (a != b) if negate else (a == b)
+                return bool(a != b) if negate else bool(a == b)
 
             return equal
         if isinstance(op, ast.Is | ast.IsNot):

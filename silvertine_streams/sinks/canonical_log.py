@@ -220,12 +220,14 @@ class CanonicalLogSink:
         )
         source, sha = _script()
         try:
-            return await self._redis.evalsha(sha, 3, *args)
+            reply: bytes | str = await self._redis.evalsha(sha, 3, *args)
+            return reply
         except redis_errors.NoScriptError:
             # The script cache is empty after a Redis restart or SCRIPT FLUSH.
             # EVAL runs the batch and caches the script in one round trip, and
             # cannot meet NOSCRIPT again (as a SCRIPT LOAD then EVALSHA could).
-            return await self._redis.eval(source, 3, *args)
+            reply = await self._redis.eval(source, 3, *args)
+            return reply
 
     def _decode_reply(self, reply: bytes | str, expected: int) -> list[WriteStatus]:
         text = reply.decode("ascii") if isinstance(reply, bytes) else reply
