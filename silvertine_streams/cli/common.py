@@ -1,0 +1,113 @@
+"""What several ``silvertine`` command families share.
+
+Settings from a running embedded stack, running a coroutine, a Redis client per
+command, ISO time options and a console for tables. The libraries behind them
+(settings, redis, rich) load inside the functions, so ``silvertine --help``
+imports none of them.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from silvertine_streams.errors import SilvertineError
+from silvertine_streams.topics import EVENT_TYPES
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from rich.console import Console
+
+    from silvertine_streams.settings import Settings
+
+T = TypeVar("T")
+
+EVENT_TYPE = click.Choice(EVENT_TYPES)
+"""The ``--type`` option's choices: every event type."""
+
+
+def load_settings() -> Settings:
+    """Load the settings (env, config file); the embedded stack is not consulted."""
+    from silvertine_streams.settings import load_settings as load
+
+    return load()
+
+
+def running_stack_settings(kafka: bool = False, redis: bool = True) -> Settings:
+    """Load settings and fill unset URLs from the running embedded stack (never start it).
+
+    The operations commands use this: an empty new stack has nothing to replay
+    or audit, so they do not start one.
+
+    Args:
+        kafka: Kafka is needed; fill ``kafka_url`` when unset.
+        redis: Redis is needed; fill ``redis_url`` when unset.
+
+    Returns:
+        The settings with every needed URL set.
+
+    Raises:
+        SilvertineError: a needed URL is unset and the embedded stack does not run it.
+    """
+    settings = load_settings()
+    missing_kafka = kafka and settings.kafka_url is None
+    missing_redis = redis and settings.redis_url is None
+    if not (missing_kafka or missing_redis):
+        return settings
+    from silvertine_streams.embedded import EmbeddedStack
+
+    running = {s.name: s for s in EmbeddedStack(settings).status() if s.alive}
+    updates: dict[str, str] = {}
+    for name, missing in (("kafka", missing_kafka), ("redis", missing_redis)):
+        if not missing:
+            continue
+        status = running.get(name)
+        if status is None or status.url is None:
+            raise SilvertineError(
+                f"no {name} to talk to: set SILVERTINE_{name.upper()}_URL, or start the "
+                f"embedded stack (`silvertine stack up`, data dir {settings.data_dir})"
+            )
+        updates[f"{name}_url"] = status.url
+    return settings.model_copy(update=updates)
+
+
+def run(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run the coroutine ``factory`` makes in a new event loop and return its result."""
+    import asyncio
+
+    return asyncio.run(factory())
+
+
+async def with_redis(settings: Settings, body: Callable[[Redis], Awaitable[T]]) -> T:
+    """Call ``body`` with a Redis client for ``settings.redis_url``; close it afterwards."""
+    from redis.asyncio import Redis
+
+    assert settings.redis_url is not None
+    client = Redis.from_url(settings.redis_url, socket_timeout=30, socket_connect_timeout=5)
+    try:
+        return await body(client)
+    finally:
+        await client.aclose()
+
+
+def parse_time(value: str | None, option: str) -> datetime | None:
+    """Parse an ISO-8601 time option; a bad one is a usage error naming ``option``."""
+    if value is None:
+        return None
+    from silvertine_streams.replay.where import parse_timestamp
+
+    try:
+        return parse_timestamp(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+def stdout_console() -> Console:
+    """A console for tables on stdout; wide when piped, so no cell is cut."""
+    from rich.console import Console
+
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)

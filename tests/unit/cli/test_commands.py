@@ -1,0 +1,89 @@
+"""The ``silvertine`` command tree: every command is registered and shows its help.
+
+Pure: click's ``CliRunner`` in this process, no servers. A family module that
+is no longer registered on the group, or a command that fails to build its
+help, fails here rather than in the integration suite.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+import silvertine_streams
+from silvertine_streams.cli import main
+
+EXPECTED = {
+    ("stack",), ("stack", "up"), ("stack", "down"), ("stack", "status"),
+    ("worker",), ("demo",), ("replay",), ("rewind",), ("audit",),
+    ("dlq",), ("dlq", "list"), ("dlq", "requeue"), ("dlq", "purge"),
+    ("monitor",),
+}
+"""Every command path under ``silvertine``; a new command is added here on purpose."""
+
+
+def _paths(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    for name, command in group.commands.items():
+        yield (*prefix, name)
+        if isinstance(command, click.Group):
+            yield from _paths(command, (*prefix, name))
+
+
+def test_the_command_tree_is_exactly_the_expected_commands() -> None:
+    assert set(_paths(main)) == EXPECTED
+
+
+@pytest.mark.parametrize("path", [(), *sorted(EXPECTED)], ids=lambda p: " ".join(p) or "main")
+def test_every_command_shows_its_help(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(main, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("Usage: ")
+    assert f"main {' '.join(path)}".rstrip() in result.output.splitlines()[0]
+
+
+def test_a_group_lists_its_subcommands_in_its_help() -> None:
+    output = CliRunner().invoke(main, ["--help"]).output
+    for (name,) in (path for path in EXPECTED if len(path) == 1):
+        assert f"  {name} " in output, name
+
+
+def test_the_bench_finds_the_worker_and_its_hidden_no_supervise_flag() -> None:
+    # bench/silvertine_worker.py imports the worker from here and runs it unsupervised.
+    from silvertine_streams.cli.main import worker
+
+    assert main.commands["worker"] is worker
+    flag = next(p for p in worker.params if p.name == "no_supervise")
+    assert isinstance(flag, click.Option) and flag.hidden
+    assert "--no-supervise" not in CliRunner().invoke(main, ["worker", "--help"]).output
+
+
+def test_a_bad_setting_is_one_line_and_exit_status_2() -> None:
+    result = CliRunner().invoke(main, ["stack", "status"],
+                                env={"SILVERTINE_PARTITIONS": "abc"})
+    assert result.exit_code == 2
+    assert "SILVERTINE_PARTITIONS" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_help_loads_no_engine_library() -> None:
+    # The families import what they front inside their commands; `silvertine --help`
+    # must stay fast. A fresh interpreter: this one has imported everything already.
+    heavy = ("redis", "rich", "aiokafka", "faust", "pydantic_settings",
+             "silvertine_streams.settings")
+    probe = ("import sys\nfrom silvertine_streams.cli import main\n"
+             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+             f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
+    # The child must import this checkout, not whichever copy the venv has installed.
+    root = str(Path(silvertine_streams.__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, check=True, env=env)
+    assert done.stdout.splitlines()[-1] == "[]", done.stdout + done.stderr
