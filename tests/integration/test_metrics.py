@@ -161,6 +161,4 @@ def test_grafana_dashboard_queries_name_only_exported_metrics() -> None:
 
 
 def _module() -> str:
-    from silvertine_streams.cli import main
-
-    return "silvertine_streams" if "monitor" in main.commands else "silvertine_streams.cli.ops"
+    return "silvertine_streams"

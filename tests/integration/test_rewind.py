@@ -37,10 +37,7 @@ pytestmark = pytest.mark.integration
 
 def run_ops(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     """Run an operations command as a user would (``silvertine <command>``)."""
-    from silvertine_streams.cli import main
-
-    module = "silvertine_streams" if "rewind" in main.commands else "silvertine_streams.cli.ops"
-    return subprocess.run([sys.executable, "-m", module, *args],
+    return subprocess.run([sys.executable, "-m", "silvertine_streams", *args],
                           env=settings_env(settings, os.environ), capture_output=True, text=True,
                           timeout=120)
 
