@@ -106,7 +106,7 @@ async def test_metrics_parse_and_counters_match_the_log_and_the_dlq(
 
     # The monitor reads the same endpoint.
     once = subprocess.run(
-        [sys.executable, "-m", _module(), "monitor", "--once", "--interval", "0.5",
+        [sys.executable, "-m", "silvertine_streams", "monitor", "--once", "--interval", "0.5",
          "--url", f"http://127.0.0.1:{worker.metrics_port}/metrics"],
         env=settings_env(pipeline_settings, os.environ), capture_output=True, text=True,
         timeout=60,
@@ -123,7 +123,7 @@ async def test_metrics_parse_and_counters_match_the_log_and_the_dlq(
 
 def test_monitor_once_says_when_nothing_answers(pipeline_settings: Settings) -> None:
     once = subprocess.run(
-        [sys.executable, "-m", _module(), "monitor", "--once", "--interval", "0",
+        [sys.executable, "-m", "silvertine_streams", "monitor", "--once", "--interval", "0",
          "--url", "http://127.0.0.1:9/metrics"],
         env=settings_env(pipeline_settings, os.environ), capture_output=True, text=True,
         timeout=60,
@@ -158,7 +158,3 @@ def test_grafana_dashboard_queries_name_only_exported_metrics() -> None:
     sources |= {json.dumps(t["datasource"]) for t in targets}
     assert sources == {json.dumps({"type": "prometheus", "uid": "prometheus"})}
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
-
-
-def _module() -> str:
-    return "silvertine_streams"
