@@ -57,7 +57,7 @@ from bench.report import Metric, Ratio, Row, Run, ScenarioReport, Target
 from silvertine_streams.events import OrderEvent, OrderSide
 from silvertine_streams.kafka.admin import ensure_topics
 from silvertine_streams.kafka.publisher import Publisher
-from silvertine_streams.replay import rewind_group
+from silvertine_streams.ops.rewind import rewind_group
 from silvertine_streams.topics import event_topic, log_stream
 
 NAME = "priority"

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from silvertine_streams.embedded import EmbeddedStack
 from silvertine_streams.events import Event, MarketDataEvent, OrderEvent, OrderSide
 from silvertine_streams.kafka.publisher import Publisher
-from silvertine_streams.replay import WorkersRunning, rewind_group
+from silvertine_streams.ops.rewind import WorkersRunning, rewind_group
 from silvertine_streams.settings import Settings, settings_env
 from silvertine_streams.topics import EVENT_TYPES, event_topic, log_stream
 from tests.helpers import async_wait_for
