@@ -54,7 +54,6 @@ from silvertine_streams.observability.metrics import (
     register_sink_retries,
     serve_metrics,
 )
-from silvertine_streams.settings import comma_list
 from silvertine_streams.sinks.canonical_log import CanonicalLogSink
 from silvertine_streams.sinks.dead_letters import DeadLetter, DeadLetterSink
 from silvertine_streams.topics import DLQ_TOPIC, event_topic
@@ -101,7 +100,7 @@ def register_agents(app: SilvertineApp) -> None:
         on_transition=on_circuit_transition,
     )
     app.bus = registry  # type: ignore[attr-defined]  # the public subscribe() surface
-    for setup in load_handler_setups(comma_list(settings.handlers)):
+    for setup in load_handler_setups(settings.handlers):
         setup(registry)
     dead_letter_sink = DeadLetterSink(redis, retry_max_s=settings.sink_retry_max_s)
     dlq_topic = app.topic(DLQ_TOPIC, key_serializer="raw", value_serializer="raw",
@@ -187,7 +186,7 @@ def _register_clock(app: SilvertineApp, publish_system: Callable[[SystemEvent], 
                     ) -> ClockSync | None:
     """Run NTP clock sync in this worker when ``SILVERTINE_CLOCK_SERVERS`` is set."""
     settings = app.settings
-    servers = comma_list(settings.clock_servers)
+    servers = settings.clock_servers
     if not servers:
         CLOCK_SYNCHRONISED.set(0)
         return None
