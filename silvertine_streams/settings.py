@@ -4,20 +4,29 @@ No other module reads ``os.environ``: build :class:`Settings` with
 :func:`load_settings` at the edge (CLI, app factory, test fixture) and pass it
 down. A bad value raises :class:`~silvertine_streams.errors.ConfigError` naming
 the variable and what it accepts.
+
+Comma-separated settings (``SILVERTINE_LANES=market_data=low,signal=critical``,
+``SILVERTINE_HANDLERS=a:b,c:d``, ...) are parsed here into dicts and tuples, so a
+bad one fails when the settings load, before any server is contacted;
+:func:`settings_env` writes them back in the same syntax for a child process.
 """
 
 from __future__ import annotations
 
+import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Final, Literal, TypeVar, get_args
 
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from silvertine_streams.domain.flow import CRITICAL_TYPES
 from silvertine_streams.errors import ConfigError
+from silvertine_streams.events import EventPriority
+from silvertine_streams.observability.ntp import parse_server
 
 ENV_PREFIX = "SILVERTINE_"
 
@@ -25,9 +34,166 @@ _KAFKA_URL = re.compile(r"^kafka://[A-Za-z0-9_.\-\[\]:]+:\d{1,5}(;[A-Za-z0-9_.\-
 _REDIS_URL = re.compile(r"^rediss?://([^@/]*@)?[A-Za-z0-9_.\-\[\]:]+(:\d{1,5})?(/\d+)?$")
 
 _EVENT_TYPES = ("market_data", "order", "fill", "signal", "system")
+_TYPES_TEXT: Final = ", ".join(_EVENT_TYPES)
 
 OverflowPolicy = Literal["block", "conflate", "drop_oldest", "drop_newest"]
 SequencePolicy = Literal["strict", "best_effort"]
+
+_V = TypeVar("_V")
+_HANDLER = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+
+
+def _entries(value: object, what: str) -> list[str]:
+    """The stripped, non-empty entries of a comma-separated string or a sequence of strings."""
+    if isinstance(value, str):
+        raw: Iterable[object] = value.split(",")
+    elif isinstance(value, (list, tuple)):
+        raw = value
+    else:
+        raise ValueError(what)
+    if not all(isinstance(entry, str) for entry in raw):
+        raise ValueError(what)
+    return [entry for entry in (str(e).strip() for e in raw) if entry]
+
+
+def _map_accepts(noun: str, choices: Iterable[str], rule: str = "") -> str:
+    """What a per-type map setting accepts, for a person."""
+    return (f"comma-separated type={noun} (type: {_TYPES_TEXT}; {noun}: "
+            f"{', '.join(choices)}{rule})")
+
+
+def _type_map(value: object, choices: Mapping[str, _V], noun: str, what: str) -> dict[str, _V]:
+    """Parse ``type=choice,...`` (or a mapping of type to choice) into ``{type: choices[choice]}``.
+
+    Raises:
+        ValueError: ``what`` (what the setting accepts), and the entry at fault.
+    """
+    if isinstance(value, Mapping):
+        # A typed override: enum members are named as users write them.
+        pairs = [(str(key), choice.name.lower() if isinstance(choice, enum.Enum) else choice)
+                 for key, choice in value.items()]
+    else:
+        pairs = []
+        for entry in _entries(value, what):
+            key, sep, choice = entry.partition("=")
+            if not sep:
+                raise ValueError(f"{what}, not {entry!r}: an entry is type={noun}")
+            pairs.append((key.strip(), choice.strip()))
+    parsed: dict[str, _V] = {}
+    for key, choice in pairs:
+        if key not in _EVENT_TYPES:
+            raise ValueError(f"{what}, not {key!r}: no such event type")
+        if key in parsed:
+            raise ValueError(f"{what}, not {key!r} twice")
+        if not isinstance(choice, str) or choice not in choices:
+            raise ValueError(f"{what}, not {key}={choice}: no such {noun}")
+        parsed[key] = choices[choice]
+    return parsed
+
+
+def _map_text(mapping: Mapping[str, object]) -> str:
+    """Write a per-type map back as ``type=choice,...``, the syntax it is read from."""
+    return ",".join(
+        f"{key}={value.name.lower() if isinstance(value, enum.Enum) else value}"
+        for key, value in mapping.items()
+    )
+
+
+_SEQUENCE_CHOICES: Final[dict[str, SequencePolicy]] = {
+    name: name for name in get_args(SequencePolicy)}
+_LANE_CHOICES: Final = {priority.name.lower(): priority for priority in EventPriority}
+_OVERFLOW_CHOICES: Final[dict[str, OverflowPolicy]] = {
+    name: name for name in get_args(OverflowPolicy)}
+
+
+def parse_sequence_policies(value: object) -> dict[str, SequencePolicy]:
+    """Parse ``SILVERTINE_SEQUENCE_POLICIES`` (``market_data=strict,...``) or its dict.
+
+    Raises:
+        ValueError: saying what the setting accepts.
+    """
+    what = _map_accepts("policy", _SEQUENCE_CHOICES)
+    return _type_map(value, _SEQUENCE_CHOICES, "policy", what)
+
+
+def parse_lanes(value: object) -> dict[str, EventPriority]:
+    """Parse ``SILVERTINE_LANES`` (``market_data=low,signal=critical``) or its dict.
+
+    Raises:
+        ValueError: saying what the setting accepts.
+    """
+    what = _map_accepts("lane", _LANE_CHOICES)
+    return _type_map(value, _LANE_CHOICES, "lane", what)
+
+
+def parse_overflow_policies(value: object) -> dict[str, OverflowPolicy]:
+    """Parse ``SILVERTINE_OVERFLOW_POLICIES`` (``market_data=drop_oldest,...``) or its dict.
+
+    Raises:
+        ValueError: saying what the setting accepts; also for a shedding policy
+            of order or fill, which must always block.
+    """
+    what = _map_accepts("policy", _OVERFLOW_CHOICES, "; order and fill only block")
+    policies = _type_map(value, _OVERFLOW_CHOICES, "policy", what)
+    for event_type, policy in policies.items():
+        if event_type in CRITICAL_TYPES and policy != "block":
+            raise ValueError(f"{what}, not {event_type}={policy}: {event_type} is never shed")
+    return policies
+
+
+def parse_handlers(value: object) -> tuple[str, ...]:
+    """Parse ``SILVERTINE_HANDLERS`` (``pkg.module:function,...``); nothing is imported.
+
+    Raises:
+        ValueError: an entry is not shaped ``module:function``.
+    """
+    what = "comma-separated module:function, e.g. my_risk.handlers:setup"
+    entries = _entries(value, what)
+    for entry in entries:
+        if not _HANDLER.match(entry):
+            raise ValueError(f"{what}, not {entry!r}")
+    return tuple(entries)
+
+
+def parse_clock_servers(value: object) -> tuple[str, ...]:
+    """Parse ``SILVERTINE_CLOCK_SERVERS`` (``host[:port],...``, ``[v6]:port`` for IPv6).
+
+    Raises:
+        ValueError: an entry has no host or a port outside 1..65535.
+    """
+    what = "comma-separated NTP host or host:port ([address]:port for IPv6)"
+    entries = _entries(value, what)
+    for entry in entries:
+        try:
+            parse_server(entry)
+        except ValueError as exc:
+            raise ValueError(f"{what}, not {entry!r} ({exc})") from exc
+    return tuple(entries)
+
+
+def parse_event_types(value: object) -> tuple[str, ...]:
+    """Parse ``SILVERTINE_EVENT_TYPES`` (``order,fill``).
+
+    Raises:
+        ValueError: an entry is not an event type.
+    """
+    what = f"comma-separated types of {_TYPES_TEXT}"
+    entries = _entries(value, what)
+    for entry in entries:
+        if entry not in _EVENT_TYPES:
+            raise ValueError(f"{what}, not {entry!r}")
+    return tuple(entries)
+
+
+_COMMA_SETTINGS: Final[dict[str, tuple[Callable[[object], Any], Callable[[Any], str]]]] = {
+    "sequence_policies": (parse_sequence_policies, _map_text),
+    "lanes": (parse_lanes, _map_text),
+    "overflow_policies": (parse_overflow_policies, _map_text),
+    "handlers": (parse_handlers, ",".join),
+    "clock_servers": (parse_clock_servers, ",".join),
+    "event_types": (parse_event_types, ",".join),
+}
+"""Settings written as comma-separated text: how each is read, and written back."""
 
 
 class Settings(BaseSettings):
@@ -96,8 +262,8 @@ class Settings(BaseSettings):
     circuit_reset_s: float = Field(
         default=10.0, gt=0, description="seconds an open circuit waits before a trial call"
     )
-    handlers: str = Field(
-        default="",
+    handlers: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
         description="comma-separated module:function run at worker start with the handler "
         "registry, to subscribe handlers",
     )
@@ -111,8 +277,8 @@ class Settings(BaseSettings):
     )
 
     # --- ordering, lanes, flow control ----------------------------------------
-    sequence_policies: str = Field(
-        default="",
+    sequence_policies: Annotated[dict[str, SequencePolicy], NoDecode] = Field(
+        default_factory=dict,
         description="per-type reorder policy overrides, e.g. market_data=strict "
         "(defaults: order/fill strict, others best_effort)",
     )
@@ -125,13 +291,13 @@ class Settings(BaseSettings):
     reorder_max_held: int = Field(
         default=1000, ge=1, description="held out-of-order events per stream before release"
     )
-    lanes: str = Field(
-        default="",
+    lanes: Annotated[dict[str, EventPriority], NoDecode] = Field(
+        default_factory=dict,
         description="per-type lane overrides, e.g. market_data=low,signal=critical "
         "(defaults: order/fill critical, signal/system high, market_data normal)",
     )
-    event_types: str = Field(
-        default="",
+    event_types: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
         description="comma-separated event types this worker consumes and mirrors (empty: "
         "all). Run order,fill in a worker group of their own (another SILVERTINE_APP_ID) "
         "so market data never shares their process",
@@ -139,8 +305,8 @@ class Settings(BaseSettings):
     lane_max_pause_s: float = Field(
         default=0.05, gt=0, description="longest stretch a lower lane is paused for critical work"
     )
-    overflow_policies: str = Field(
-        default="",
+    overflow_policies: Annotated[dict[str, OverflowPolicy], NoDecode] = Field(
+        default_factory=dict,
         description="per-type overload policy overrides (block, conflate, drop_oldest, "
         "drop_newest); order and fill always block. Default market_data=conflate",
     )
@@ -165,8 +331,8 @@ class Settings(BaseSettings):
     )
 
     # --- time -------------------------------------------------------------------
-    clock_servers: str = Field(
-        default="", description="comma-separated NTP host[:port]; empty = clock sync off"
+    clock_servers: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="comma-separated NTP host[:port]; empty = clock sync off"
     )
     clock_interval_s: float = Field(default=64.0, gt=0, description="seconds between NTP rounds")
     clock_timeout_s: float = Field(default=2.0, gt=0, description="NTP reply timeout")
@@ -205,22 +371,13 @@ class Settings(BaseSettings):
             raise ValueError("an ISO-8601 time with a timezone, e.g. 2000-01-01T00:00:00Z")
         return value
 
-    @field_validator("sequence_policies", "lanes", "overflow_policies")
+    @field_validator(*_COMMA_SETTINGS, mode="before")
     @classmethod
-    def _check_type_map(cls, value: str) -> str:
-        for entry in comma_list(value):
-            event_type, sep, choice = entry.partition("=")
-            if not sep or event_type.strip() not in _EVENT_TYPES or not choice.strip():
-                raise ValueError(f"type=value entries with a type of {', '.join(_EVENT_TYPES)}")
-        return value
-
-    @field_validator("event_types")
-    @classmethod
-    def _check_event_types(cls, value: str) -> str:
-        for name in comma_list(value):
-            if name not in _EVENT_TYPES:
-                raise ValueError(f"comma-separated types of {', '.join(_EVENT_TYPES)}")
-        return value
+    def _parse_comma_setting(cls, value: object, info: ValidationInfo) -> object:
+        # The environment gives the text users write (NoDecode keeps pydantic from
+        # reading it as JSON); keyword overrides may give the text or the typed value.
+        parse, _ = _COMMA_SETTINGS[str(info.field_name)]
+        return parse(value)
 
     @field_validator("table_store")
     @classmethod
@@ -240,7 +397,7 @@ class Settings(BaseSettings):
     @property
     def consumed_types(self) -> tuple[str, ...]:
         """The event types this worker runs agents and ingress mirrors for, in EVENT_TYPES order."""
-        chosen = set(comma_list(self.event_types))
+        chosen = set(self.event_types)
         return tuple(t for t in _EVENT_TYPES if not chosen or t in chosen)
 
     @property
@@ -273,8 +430,8 @@ def _accepted(field: str, error: Mapping[str, object]) -> str:
     """Describe, for a person, what ``field`` accepts."""
     reason = str(error.get("msg", "")).removeprefix("Value error, ")
     info = Settings.model_fields.get(field)
-    if info is None:
-        return reason
+    if info is None or field in _COMMA_SETTINGS:
+        return reason  # the comma-separated settings' parsers say it all
     bounds = [
         f"{op} {getattr(meta, attr)}"
         for meta in info.metadata
@@ -287,24 +444,28 @@ def _accepted(field: str, error: Mapping[str, object]) -> str:
     return f"{accepted}{description} ({reason})"
 
 
-def comma_list(spec: str) -> list[str]:
-    """The non-empty, stripped entries of a comma-separated setting."""
-    return [part for part in (raw.strip() for raw in spec.split(",")) if part]
-
-
-def type_map(spec: str) -> dict[str, str]:
-    """Parse a ``type=value,type=value`` setting (already validated) into a dict."""
-    pairs = (entry.partition("=") for entry in comma_list(spec))
-    return {key.strip(): value.strip() for key, _, value in pairs}
-
-
 def settings_env(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
     """Return ``base`` without ``SILVERTINE_*`` plus variables that reproduce ``settings``.
 
-    For starting a worker process with exactly these settings.
+    For starting a worker process with exactly these settings: the
+    comma-separated settings are written in the syntax they are read from.
+
+    Raises:
+        ConfigError: a comma-separated setting holds a bad value (possible only
+            when it was set by ``model_copy(update=...)``, which does not validate).
     """
     env = {k: v for k, v in base.items() if not k.startswith(ENV_PREFIX)}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+    # Not model_dump(): it warns about text that model_copy put in a typed field.
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        variable = f"{ENV_PREFIX}{name.upper()}"
+        if name in _COMMA_SETTINGS:
+            parse, text = _COMMA_SETTINGS[name]
+            try:
+                # Parsing again accepts the text form too, as model_copy may have put it there.
+                env[variable] = text(parse(value))
+            except ValueError as exc:
+                raise ConfigError(variable, value, str(exc)) from exc
+        elif value is not None:
+            env[variable] = str(value)
     return env

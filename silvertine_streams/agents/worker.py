@@ -36,7 +36,6 @@ from silvertine_streams.observability.metrics import (
     register_sink_retries,
     serve_metrics,
 )
-from silvertine_streams.settings import comma_list
 from silvertine_streams.sinks.dead_letters import DeadLetter, DeadLetterSink
 from silvertine_streams.tables import sequence_table
 from silvertine_streams.topics import DLQ_TOPIC, event_topic
@@ -66,7 +65,7 @@ def register_agents(app: SilvertineApp) -> Engine:
     clock = _register_clock(app, outbox)
     now_s = (lambda: clock.now_ns() / 1e9) if clock is not None else time.time
     engine = build_engine(settings, redis, outbox, now_s)
-    for setup in load_handler_setups(comma_list(settings.handlers)):
+    for setup in load_handler_setups(settings.handlers):
         setup(engine.registry)
     app.bus = engine.registry
     app.pipelines = engine.pipelines
@@ -145,7 +144,7 @@ def _register_partition_hooks(app: SilvertineApp, engine: Engine) -> None:
 def _register_clock(app: SilvertineApp, outbox: Outbox) -> ClockSync | None:
     """Run NTP clock sync in this worker when ``SILVERTINE_CLOCK_SERVERS`` is set."""
     settings = app.settings
-    servers = comma_list(settings.clock_servers)
+    servers = settings.clock_servers
     if not servers:
         CLOCK_SYNCHRONISED.set(0)
         return None

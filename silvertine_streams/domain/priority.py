@@ -26,25 +26,6 @@ DEFAULT_LANES: Mapping[str, EventPriority] = {
 """The lane of each event type; ``SILVERTINE_LANES`` overrides entries."""
 
 
-def parse_lanes(spec: str) -> dict[str, EventPriority]:
-    """Parse ``"market_data=low,signal=critical"`` over :data:`DEFAULT_LANES`.
-
-    Raises:
-        ValueError: an entry is not ``type=priority`` with a known type and priority.
-    """
-    lanes = dict(DEFAULT_LANES)
-    for entry in filter(None, (part.strip() for part in spec.split(","))):
-        event_type, _, priority = entry.partition("=")
-        if event_type not in DEFAULT_LANES:
-            raise ValueError(f"unknown event type {event_type!r} in {entry!r}")
-        try:
-            lanes[event_type] = EventPriority[priority.strip().upper()]
-        except KeyError:
-            names = ", ".join(p.name.lower() for p in EventPriority)
-            raise ValueError(f"unknown priority {priority!r} in {entry!r} ({names})") from None
-    return lanes
-
-
 class LaneAction(enum.Enum):
     """What the engine should do with the lower lanes now."""
 

@@ -18,11 +18,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from silvertine_streams.errors import ServerUnavailable
+from silvertine_streams.errors import ConfigError, ServerUnavailable
 from silvertine_streams.events import Event, encode_event
 from silvertine_streams.handlers import HandlerDispatcher, HandlerRegistry, load_handler_setups
 from silvertine_streams.replay.replayer import ReplayError
-from silvertine_streams.settings import Settings, comma_list
+from silvertine_streams.settings import Settings, parse_handlers
 from silvertine_streams.topics import DLQ_TOPIC, EVENT_TYPES, event_topic
 
 _IN_FLIGHT = 2000
@@ -166,11 +166,21 @@ class HandlerSink:
     def from_settings(cls, settings: Settings, spec: str | None = None) -> HandlerSink:
         """Build from ``SILVERTINE_HANDLERS`` (or ``spec``) and the handler settings.
 
+        Args:
+            settings: the handler settings, and ``SILVERTINE_HANDLERS`` when ``spec`` is None.
+            spec: ``--handlers`` from the command line, comma-separated ``module:function``.
+
         Raises:
-            ConfigError: a ``module:function`` entry does not import.
+            ConfigError: a ``module:function`` entry is malformed or does not import.
             ReplayError: no handler setup is configured.
         """
-        setups = load_handler_setups(comma_list(spec if spec is not None else settings.handlers))
+        entries = settings.handlers
+        if spec is not None:
+            try:
+                entries = parse_handlers(spec)
+            except ValueError as exc:
+                raise ConfigError("--handlers", spec, str(exc)) from exc
+        setups = load_handler_setups(entries)
         if not setups:
             raise ReplayError(
                 "--to handlers needs handler setups: set SILVERTINE_HANDLERS or pass "

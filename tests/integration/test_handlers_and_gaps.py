@@ -20,7 +20,7 @@ async def test_failing_and_hanging_handlers_are_cut_off_while_the_rest_flows(
     pipeline_settings: Settings, redis_client: Redis, workers: WorkerPool
 ) -> None:
     settings = pipeline_settings.model_copy(update={
-        "handlers": "tests.handler_fixtures:setup",
+        "handlers": ("tests.handler_fixtures:setup",),
         "handler_timeout_s": 0.2,
         "circuit_failure_threshold": 3,
         "circuit_reset_s": 600.0,

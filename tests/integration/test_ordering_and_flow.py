@@ -159,8 +159,8 @@ async def test_a_critical_worker_group_consumes_and_mirrors_only_its_types(
     pipeline_settings: Settings, redis_client: Redis, workers: WorkerPool
 ) -> None:
     critical = pipeline_settings.model_copy(update={
-        "app_id": f"{pipeline_settings.app_id}-critical", "event_types": "order,fill"})
-    bulk = pipeline_settings.model_copy(update={"event_types": "market_data,signal,system"})
+        "app_id": f"{pipeline_settings.app_id}-critical", "event_types": ("order", "fill")})
+    bulk = pipeline_settings.model_copy(update={"event_types": ("market_data", "signal", "system")})
     quotes = ticks(["AAPL", "MSFT"], 20)
     orders_by_kafka = [order(n) for n in range(1, 6)]
     orders_by_ingress = [order(n, "MSFT") for n in range(1, 6)]

@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
-
-from silvertine_streams.domain.priority import (
-    DEFAULT_LANES,
-    LaneAction,
-    LaneGate,
-    parse_lanes,
-)
+from silvertine_streams.domain.priority import DEFAULT_LANES, LaneAction, LaneGate
 from silvertine_streams.events import EventPriority
 
 
 def test_default_lanes_put_orders_and_fills_first() -> None:
     assert DEFAULT_LANES["order"] is DEFAULT_LANES["fill"] is EventPriority.CRITICAL
     assert DEFAULT_LANES["market_data"] is EventPriority.NORMAL
-
-
-def test_lanes_are_settings() -> None:
-    lanes = parse_lanes("market_data=low, signal=critical")
-    assert lanes["market_data"] is EventPriority.LOW
-    assert lanes["signal"] is EventPriority.CRITICAL
-    assert lanes["order"] is EventPriority.CRITICAL
-
-
-@pytest.mark.parametrize("spec", ["quotes=low", "market_data=urgent", "market_data"])
-def test_bad_lane_specs_are_refused(spec: str) -> None:
-    with pytest.raises(ValueError):
-        parse_lanes(spec)
 
 
 def test_critical_work_pauses_and_its_absence_resumes() -> None:
