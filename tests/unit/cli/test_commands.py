@@ -87,3 +87,18 @@ def test_help_loads_no_engine_library() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           timeout=60, check=True, env=env)
     assert done.stdout.splitlines()[-1] == "[]", done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("value", ["order:fast", "order=fast", "orders=critical"])
+def test_a_bad_lane_stops_the_worker_before_any_server_is_started(
+        value: str, tmp_path: Path) -> None:
+    # No supervisor, no embedded stack: the data dir the stack would create stays absent.
+    data_dir = tmp_path / "data"
+    done = subprocess.run(
+        [sys.executable, "-m", "silvertine_streams", "worker"],
+        env={**os.environ, "SILVERTINE_LANES": value, "SILVERTINE_DATA_DIR": str(data_dir)},
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and "SILVERTINE_LANES" in lines[0], lines
+    assert not data_dir.exists()
