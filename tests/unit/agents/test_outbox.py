@@ -116,4 +116,4 @@ async def test_concurrent_senders_send_each_queued_event_once(out: Destinations)
     for kind in kinds:
         outbox.queue_system(system(kind))
     await asyncio.gather(outbox.send_queued(), outbox.send_queued())
-    assert sorted(kind for _, kind in out.calls) == sorted(kinds)
+    assert sorted(str(kind) for _, kind in out.calls) == sorted(kinds)
