@@ -45,7 +45,8 @@ class FakeServers:
     def __call__(self, host: str, port: int, timeout_s: float) -> NtpReply:
         with self.lock:
             self.asked.append(host)
-            answer = self.answers.get(host, ntplib.NTPException(f"No response from {host}."))
+            answer: NtpReply | BaseException = self.answers.get(
+                host, ntplib.NTPException(f"No response from {host}."))
         if isinstance(answer, BaseException):
             raise answer
         return answer
