@@ -58,6 +58,12 @@ class Outbox:
         self._queued.append(event)
 
     async def send_queued(self) -> None:
-        """Send the queued system events, oldest first."""
+        """Send the queued system events, oldest first; one whose send fails stays queued."""
         while self._queued:
-            await self._send_system(self._queued.pop(0))
+            # Taken off before the await, so concurrent callers never send one event twice.
+            event = self._queued.pop(0)
+            try:
+                await self._send_system(event)
+            except BaseException:
+                self._queued.insert(0, event)
+                raise

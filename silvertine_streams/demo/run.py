@@ -178,14 +178,16 @@ async def _feed(settings: Settings, seconds: float, symbols: int, rate: float,
 
 def _inject(feed: MarketFeed, ticks: list[MarketDataEvent], run: DemoRun) -> list[MarketDataEvent]:
     """Add a duplicate, an out-of-order pair and a gap to this batch."""
-    ticks = [*ticks, *MarketFeed.inject_duplicate(ticks[0])[1:]]
-    run.injected["duplicates"] += 1
+    first = ticks[0]
     try:
+        # Before the duplicate is added: swapping it with its original reorders nothing.
         ticks = MarketFeed.inject_out_of_order(ticks)
         run.injected["out_of_order"] += 1
     except ValueError:
         pass  # a batch with one tick per stream has no pair to swap
-    feed.skip(ticks[0].symbol, 3)
+    ticks = [*ticks, *MarketFeed.inject_duplicate(first)[1:]]
+    run.injected["duplicates"] += 1
+    feed.skip(first.symbol, 3)
     run.injected["gaps"] += 1
     return ticks
 

@@ -105,14 +105,15 @@ class IngressMirror:
             self._holding = False
             await asyncio.sleep(self._lease_ms / 3000)
             return 0
+        handled = 0
         if not self._holding:
             await self._ensure_group()
             self._holding = True
             # Entries a dead holder read but never acknowledged go out first.
-            while await self._reclaim():
-                pass
+            while reclaimed := await self._reclaim():
+                handled += reclaimed
         entries = await self._read(block_ms)
-        return await self._forward(entries)
+        return handled + await self._forward(entries)
 
     async def _ensure_group(self) -> None:
         try:

@@ -19,6 +19,15 @@ from click.testing import CliRunner
 
 import silvertine_streams
 from silvertine_streams.cli import main
+from silvertine_streams.cli.audit import audit
+from silvertine_streams.cli.demo import demo
+from silvertine_streams.cli.dlq import dlq
+from silvertine_streams.cli.main import FAMILIES
+from silvertine_streams.cli.monitor import monitor
+from silvertine_streams.cli.replay import replay
+from silvertine_streams.cli.rewind import rewind
+from silvertine_streams.cli.stack import stack
+from silvertine_streams.cli.worker import worker
 
 EXPECTED = {
     ("stack",), ("stack", "up"), ("stack", "down"), ("stack", "status"),
@@ -40,6 +49,16 @@ def test_the_command_tree_is_exactly_the_expected_commands() -> None:
     assert set(_paths(main)) == EXPECTED
 
 
+def test_each_family_module_s_command_is_the_one_registered_under_its_name() -> None:
+    # One module per family (cli/<name>.py defines the command <name>), all on the group.
+    by_module = {"stack": stack, "worker": worker, "demo": demo, "replay": replay,
+                 "rewind": rewind, "audit": audit, "dlq": dlq, "monitor": monitor}
+    assert tuple(by_module.values()) == FAMILIES
+    for name, command in by_module.items():
+        assert command.name == name
+        assert main.commands[name] is command, name
+
+
 @pytest.mark.parametrize("path", [(), *sorted(EXPECTED)], ids=lambda p: " ".join(p) or "main")
 def test_every_command_shows_its_help(path: tuple[str, ...]) -> None:
     result = CliRunner().invoke(main, [*path, "--help"])
@@ -55,10 +74,10 @@ def test_a_group_lists_its_subcommands_in_its_help() -> None:
 
 
 def test_the_bench_finds_the_worker_and_its_hidden_no_supervise_flag() -> None:
-    # bench/silvertine_worker.py imports the worker from here and runs it unsupervised.
-    from silvertine_streams.cli.main import worker
+    # bench/silvertine_worker.py imports the worker from cli.main and runs it unsupervised.
+    from silvertine_streams.cli.main import worker as bench_worker
 
-    assert main.commands["worker"] is worker
+    assert main.commands["worker"] is bench_worker is worker
     flag = next(p for p in worker.params if p.name == "no_supervise")
     assert isinstance(flag, click.Option) and flag.hidden
     assert "--no-supervise" not in CliRunner().invoke(main, ["worker", "--help"]).output

@@ -9,8 +9,8 @@ from silvertine_streams.events import (
     content_fingerprint,
     decode_message,
     encode_event,
-    fill_missing_identity,
 )
+from silvertine_streams.events.identity import fill_missing_identity
 
 BARE = b'[{"event_type":"market_data","symbol":"AAPL","price":1.5},' \
        b'{"event_type":"market_data","symbol":"MSFT","price":2.5}]'
@@ -36,3 +36,11 @@ def test_without_a_message_time_only_the_id_is_filled() -> None:
     filled = fill_missing_identity(decoded, BARE, "events:md/1-0", None)
     assert [e.event_id for e in filled] == ["events:md/1-0#0", "events:md/1-0#1"]
     assert [e.timestamp for e in filled] == [e.timestamp for e in decoded]
+
+
+def test_events_that_carry_ids_but_no_timestamp_get_only_the_message_time() -> None:
+    raw = (b'[{"event_type":"market_data","event_id":"a-1","symbol":"AAPL","price":1.5},'
+           b'{"event_type":"market_data","event_id":"a-2","symbol":"AAPL","price":1.6}]')
+    filled = fill_missing_identity(decode_message(raw).events, raw, "silvertine.md/0/9", 1.7e9)
+    assert [e.event_id for e in filled] == ["a-1", "a-2"]
+    assert {e.timestamp for e in filled} == {datetime.fromtimestamp(1.7e9, tz=UTC)}

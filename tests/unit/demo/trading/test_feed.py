@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from silvertine_streams.demo.trading import MarketFeed, mid_price
+from silvertine_streams.demo.trading.feed import MarketFeed, mid_price
 from silvertine_streams.domain.sequencing import OutcomeKind, SequenceTracker, stream_of
 from silvertine_streams.events import MarketDataEvent
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from silvertine_streams.demo.trading import (
+from silvertine_streams.demo.trading.lifecycle import (
     LEGAL_STATUS_CHANGES,
     OrderLifecycle,
     RejectCode,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from silvertine_streams.demo.trading import Positions
+from silvertine_streams.demo.trading.positions import Positions
 from silvertine_streams.events import FillEvent, MarketDataEvent, OrderSide
 
 BUY, SELL = OrderSide.BUY, OrderSide.SELL

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from silvertine_streams.demo.trading import RiskCheck, RiskLimits, TokenBucket
 from silvertine_streams.demo.trading.positions import Positions
+from silvertine_streams.demo.trading.risk import RiskCheck, RiskLimits, TokenBucket
 from silvertine_streams.events import (
     FillEvent,
     OrderEvent,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from silvertine_streams.demo.trading import MarketFeed, MovingAverageCrossover, mid_price
+from silvertine_streams.demo.trading.feed import MarketFeed, mid_price
+from silvertine_streams.demo.trading.strategy import MovingAverageCrossover
 from silvertine_streams.events import MarketDataEvent, SignalType
 
 

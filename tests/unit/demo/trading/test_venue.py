@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from silvertine_streams.demo.trading import OrderLifecycle, Rejection, SimulatedVenue
+from silvertine_streams.demo.trading.lifecycle import OrderLifecycle, Rejection
+from silvertine_streams.demo.trading.venue import SimulatedVenue
 from silvertine_streams.events import (
     FillEvent,
     MarketDataEvent,
