@@ -32,16 +32,13 @@ from mode.utils.queues import FlowControlEvent
 
 from silvertine_streams.handlers import HandlerRegistry
 from silvertine_streams.kafka.admin import ensure_topics
-from silvertine_streams.settings import Settings, load_settings
+from silvertine_streams.settings import FAUST_ENV_PREFIX, Settings, load_settings
 
 if TYPE_CHECKING:
     from silvertine_streams.agents.pipeline import EventPipeline
 
 log = logging.getLogger(__name__)
 
-FAUST_ENV_PREFIX = "SILVERTINE_FAUST_"
-"""Faust lets env vars like ``BROKER_URL`` override its keyword arguments; with
-this prefix a stray variable in a user's shell cannot redirect the worker."""
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):

@@ -6,6 +6,16 @@ a caller needs to act on it, not only a message.
 
 from __future__ import annotations
 
+import re
+
+_URL_PASSWORD = re.compile(r"(//[^:/@\s]*):\S*@")
+_QUERY_SECRET = re.compile(r"(?i)\b(password|passwd|secret|token|key)=[^&\s'\"]*")
+
+
+def redact(text: str) -> str:
+    """Hide passwords in URLs (``//user:***@host``) and secret query parameters in ``text``."""
+    return _QUERY_SECRET.sub(r"\1=***", _URL_PASSWORD.sub(r"\1:***@", text))
+
 
 class SilvertineError(Exception):
     """Root of every error raised by silvertine-streams."""
@@ -24,7 +34,24 @@ class ConfigError(SilvertineError):
         self.setting = setting
         self.value = value
         self.expected = expected
-        super().__init__(f"{setting}={value!r} is not valid; accepted: {expected}")
+        # A bad URL may hold a password: the message never repeats it.
+        super().__init__(redact(f"{setting}={value!r} is not valid; accepted: {expected}"))
+
+
+class UnknownSetting(ConfigError):
+    """A ``SILVERTINE_*`` variable that is no setting (a typo would otherwise be ignored).
+
+    Attributes:
+        setting: the unknown variable.
+        closest: the valid setting it most resembles, if any.
+    """
+
+    def __init__(self, setting: str, closest: str | None) -> None:
+        hint = f"; did you mean {closest}?" if closest else ""
+        # The value is not shown: a misspelt URL variable may hold a password.
+        super().__init__(setting, "", "a setting from the README's settings table")
+        self.closest = closest
+        self.args = (f"{setting} is not a setting{hint} (see the README's settings table)",)
 
 
 class ServerUnavailable(SilvertineError):
@@ -36,9 +63,13 @@ class ServerUnavailable(SilvertineError):
     """
 
     def __init__(self, url: str, reason: str) -> None:
-        self.url = url
-        self.reason = reason
-        super().__init__(f"cannot reach {url}: {reason}")
+        self.url = redact(url)
+        self.reason = redact(reason)
+        super().__init__(f"cannot reach {self.url}: {self.reason}")
+
+
+class CredentialsRefused(ServerUnavailable):
+    """A server answered but refused our user or password (never shown)."""
 
 
 class EmbeddedServerError(SilvertineError):

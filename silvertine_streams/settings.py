@@ -13,7 +13,9 @@ bad one fails when the settings load, before any server is contacted;
 
 from __future__ import annotations
 
+import difflib
 import enum
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -24,11 +26,19 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from silvertine_streams.domain.flow import CRITICAL_TYPES
-from silvertine_streams.errors import ConfigError
+from silvertine_streams.errors import ConfigError, UnknownSetting
 from silvertine_streams.events import EventPriority
 from silvertine_streams.observability.ntp import parse_server
 
 ENV_PREFIX = "SILVERTINE_"
+
+FAUST_ENV_PREFIX = "SILVERTINE_FAUST_"
+"""Faust lets env vars like ``BROKER_URL`` override its keyword arguments; with
+this prefix a stray variable in a user's shell cannot redirect the worker, and
+``SILVERTINE_FAUST_*`` variables are Faust's own, not ours to check."""
+
+SUPERVISOR_VARIABLES: Final = frozenset({"SILVERTINE_READY_FILE", "SILVERTINE_RESTARTS"})
+"""Set by ``silvertine worker``'s supervisor for its child; not user settings."""
 
 _KAFKA_URL = re.compile(r"^kafka://[A-Za-z0-9_.\-\[\]:]+:\d{1,5}(;[A-Za-z0-9_.\-\[\]:]+:\d{1,5})*$")
 _REDIS_URL = re.compile(r"^rediss?://([^@/]*@)?[A-Za-z0-9_.\-\[\]:]+(:\d{1,5})?(/\d+)?$")
@@ -238,6 +248,16 @@ class Settings(BaseSettings):
         default=10.0, gt=0, le=600, description="consumer group session timeout"
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    stop_timeout_s: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="how long `silvertine worker` lets its worker drain and commit after "
+        "SIGTERM before it kills it",
+    )
+    startup_wait_s: float = Field(
+        default=0.0, ge=0, le=3600,
+        description="how long a starting worker waits for Kafka and Redis to answer before it "
+        "gives up (0 = ask once); for compose start-up order",
+    )
 
     # --- observability -----------------------------------------------------
     metrics_port: int = Field(
@@ -414,8 +434,11 @@ def load_settings(**overrides: object) -> Settings:
     Overrides (keyword arguments named like the fields) win over the environment.
 
     Raises:
+        UnknownSetting: a ``SILVERTINE_*`` variable is no setting (a typo would
+            otherwise be ignored, and the worker would run without it).
         ConfigError: naming the first bad variable and what it accepts.
     """
+    check_variable_names(os.environ)
     try:
         return Settings(**overrides)  # type: ignore[arg-type]  # pydantic validates them
     except ValidationError as exc:
@@ -424,6 +447,36 @@ def load_settings(**overrides: object) -> Settings:
         raise ConfigError(
             f"{ENV_PREFIX}{field.upper()}", error.get("input"), _accepted(field, error)
         ) from exc
+
+
+def supervisor_handshake() -> tuple[Path | None, int]:
+    """The ready file and restart count ``silvertine worker``'s supervisor gave this process.
+
+    Returns:
+        (the file to touch once started, or None when not supervised; restarts so far).
+    """
+    ready = os.environ.get("SILVERTINE_READY_FILE")
+    restarts = os.environ.get("SILVERTINE_RESTARTS", "0")
+    return (Path(ready) if ready else None), int(restarts) if restarts.isdigit() else 0
+
+
+def check_variable_names(environ: Mapping[str, str]) -> None:
+    """Refuse a ``SILVERTINE_*`` variable that names no setting, naming the closest one.
+
+    Raises:
+        UnknownSetting: for the first unknown variable (in name order).
+    """
+    known = sorted(f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields)
+    for variable in sorted(environ):
+        name = variable.upper()  # settings are read case-insensitively
+        if (not name.startswith(ENV_PREFIX) or name in known or name in SUPERVISOR_VARIABLES
+                or name.startswith(FAUST_ENV_PREFIX)):
+            continue
+        # Compared without the prefix they all share, which would make anything look close.
+        closest = difflib.get_close_matches(name.removeprefix(ENV_PREFIX),
+                                            [k.removeprefix(ENV_PREFIX) for k in known],
+                                            n=1, cutoff=0.6)
+        raise UnknownSetting(variable, f"{ENV_PREFIX}{closest[0]}" if closest else None)
 
 
 def _accepted(field: str, error: Mapping[str, object]) -> str:

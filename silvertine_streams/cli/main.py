@@ -22,7 +22,8 @@ __all__ = ["FAMILIES", "main", "worker"]
 
 @click.group()
 @click.version_option(package_name="silvertine-streams")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="show tracebacks with errors")
+def main(debug: bool) -> None:
     """silvertine-streams: the event core of the Silvertine trading platform."""
 
 

@@ -1,21 +1,24 @@
 """``silvertine worker``: a Faust worker of the pipeline, under the supervisor.
 
 Without ``--no-supervise`` this process is the supervisor
-(:mod:`silvertine_streams.cli.supervisor`): it starts
-``python -m silvertine_streams worker --no-supervise`` as a child and restarts
-it when it exits on its own. With it, this process is the Faust worker.
+(:mod:`silvertine_streams.cli.supervisor`): it chooses the servers (starting the
+embedded stack only when no URL is set) and starts
+``python -m silvertine_streams worker --no-supervise`` as a child, restarting it
+after a crash but never after a failed start. With it, this process checks the
+servers (:mod:`silvertine_streams.cli.startup`) and is the Faust worker.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from silvertine_streams.cli.common import load_settings
-from silvertine_streams.cli.errors import fails_cleanly
+from silvertine_streams.cli.common import load_settings, run
+from silvertine_streams.cli.errors import debugging, fails_cleanly
 
 if TYPE_CHECKING:
     from silvertine_streams.settings import Settings
@@ -28,28 +31,47 @@ if TYPE_CHECKING:
 def worker(no_supervise: bool) -> None:
     """Run a Faust worker of the pipeline (joins the consumer group SILVERTINE_APP_ID).
 
-    The worker runs in a child process that is restarted when it exits on its own.
+    The worker runs in a child process that is restarted when it crashes after a
+    successful start; a failed start ends the command with the failure's status.
     """
-    from silvertine_streams.embedded import resolve_settings_with_stack
+    from silvertine_streams.cli.startup import check_servers, choose_servers
 
-    # Resolved in the supervisor, so a bad setting stops here with one line, and
-    # every restarted child joins the same stack rather than looking for its own.
-    settings = resolve_settings_with_stack(load_settings())
+    settings = load_settings()
+    debug = debugging() or settings.log_level == "debug"
     if not no_supervise:
-        sys.exit(_supervise_child(settings))
-
-    import faust
-
-    from silvertine_streams.app import create_app
-
-    app = create_app(settings)
-    faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
+        # Chosen in the supervisor, so every restarted child joins the same servers.
+        sys.exit(_supervise_child(choose_servers(settings), debug))
+    run(lambda: check_servers(settings, debug=debug))
+    _run_faust_worker(settings)
 
 
-def _supervise_child(settings: Settings) -> int:
+def _supervise_child(settings: Settings, debug: bool) -> int:
     """Run ``worker --no-supervise`` with ``settings`` as a supervised child; its exit status."""
     from silvertine_streams.cli.supervisor import supervise
     from silvertine_streams.settings import settings_env
 
-    child = [sys.executable, "-m", "silvertine_streams", "worker", "--no-supervise"]
-    return supervise(child, settings_env(settings, os.environ))
+    child = [sys.executable, "-m", "silvertine_streams", *(["--debug"] if debug else []),
+             "worker", "--no-supervise"]
+    return supervise(child, settings_env(settings, os.environ),
+                     stop_timeout_s=settings.stop_timeout_s)
+
+
+def _run_faust_worker(settings: Settings) -> None:
+    """Run the Faust worker in this process; tell the supervisor once it has started."""
+    import faust
+
+    from silvertine_streams.app import create_app
+    from silvertine_streams.observability.metrics import WORKER_RESTARTS
+    from silvertine_streams.settings import supervisor_handshake
+
+    ready_file, restarts = supervisor_handshake()
+    WORKER_RESTARTS.inc(restarts)
+
+    class _Worker(faust.Worker):
+        async def on_startup_finished(self) -> None:
+            await super().on_startup_finished()
+            if ready_file is not None:
+                Path(ready_file).touch()
+
+    worker_: Any = _Worker(create_app(settings), loglevel=settings.log_level)
+    worker_.execute_from_commandline()

@@ -84,6 +84,11 @@ MEMORY_THROTTLED = Counter(
     "silvertine_memory_throttled", "Messages delayed because the worker neared its RSS limit",
     registry=REGISTRY,
 )
+WORKER_RESTARTS = Counter(
+    "silvertine_worker_restarts",
+    "Times `silvertine worker` restarted this worker after a crash (set at start)",
+    registry=REGISTRY,
+)
 CLOCK_OFFSET = Gauge(
     "silvertine_clock_offset_seconds", "NTP offset (server - local)", registry=REGISTRY
 )

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from silvertine_streams.errors import ConfigError
+from silvertine_streams.errors import ConfigError, UnknownSetting
 from silvertine_streams.events import EventPriority
-from silvertine_streams.settings import Settings, load_settings, settings_env
+from silvertine_streams.settings import Settings, load_settings, settings_env, supervisor_handshake
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -175,3 +175,35 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     documented = set(re.findall(r"`(SILVERTINE_[A-Z_]+)`", README.read_text()))
     settings = {f"SILVERTINE_{name.upper()}" for name in Settings.model_fields}
     assert settings - documented == set()
+
+
+@pytest.mark.parametrize(("variable", "closest"), [
+    ("SILVERTINE_REDIS_ULR", "SILVERTINE_REDIS_URL"),
+    ("SILVERTINE_PARTITONS", "SILVERTINE_PARTITIONS"),
+    ("silvertine_kafka_rul", "SILVERTINE_KAFKA_URL"),
+    ("SILVERTINE_COMPLETELY_DIFFERENT", None),
+])
+def test_an_unknown_variable_stops_loading_and_names_the_closest_setting(
+        monkeypatch: pytest.MonkeyPatch, variable: str, closest: str | None) -> None:
+    monkeypatch.setenv(variable, "redis://trader:hunter2@cache:6379/0")
+    with pytest.raises(UnknownSetting) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert variable in message and caught.value.closest == closest
+    assert (f"did you mean {closest}?" in message) == (closest is not None)
+    assert "hunter2" not in message  # the value of a misspelt URL is never shown
+
+
+def test_faust_and_supervisor_variables_are_not_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SILVERTINE_FAUST_BROKER_URL", "kafka://elsewhere:9092")
+    monkeypatch.setenv("SILVERTINE_READY_FILE", "/tmp/ready")
+    monkeypatch.setenv("SILVERTINE_RESTARTS", "2")
+    assert load_settings().partitions == 4
+    assert supervisor_handshake() == (Path("/tmp/ready"), 2)
+
+
+def test_a_bad_url_never_echoes_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SILVERTINE_REDIS_URL", "mysql://trader:S3cretPW@db:1/0")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "S3cretPW" not in str(caught.value) and "trader:***@db" in str(caught.value)

@@ -1,5 +1,6 @@
 """Unit tests for silvertine_streams.cli.errors: our errors end a command with one
-line on stderr and exit status 2; anything else is left alone."""
+line on stderr and their class's exit status; ``--debug`` shows the traceback;
+anything else is left alone."""
 
 from __future__ import annotations
 
@@ -7,8 +8,21 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from silvertine_streams.cli.errors import CONFIG_ERROR_EXIT, fails_cleanly
-from silvertine_streams.errors import ConfigError, SilvertineError
+from silvertine_streams.cli.errors import (
+    CONFIG_ERROR_EXIT,
+    STARTUP_FAILURE_EXITS,
+    exit_status,
+    fails_cleanly,
+)
+from silvertine_streams.errors import (
+    ConfigError,
+    CredentialsRefused,
+    EmbeddedServerError,
+    ServerUnavailable,
+    SilvertineError,
+    TopicMismatch,
+    UnknownSetting,
+)
 
 
 @click.command()
@@ -25,9 +39,20 @@ def command(fail: str) -> None:
     click.echo("worked")
 
 
-def test_exit_status_2_is_the_configuration_error_status() -> None:
-    # The supervisor does not restart a child that exits with it.
-    assert CONFIG_ERROR_EXIT == 2
+@pytest.mark.parametrize(("error", "status"), [
+    (SilvertineError("x"), 1),
+    (ConfigError("SILVERTINE_PARTITIONS", "x", "int"), 2),
+    (UnknownSetting("SILVERTINE_PARTITONS", "SILVERTINE_PARTITIONS"), 2),
+    (ServerUnavailable("redis://h:1/0", "refused"), 3),
+    (CredentialsRefused("redis://h:1/0", "refused"), 4),
+    (TopicMismatch("silvertine.order", 4, 8), 5),
+    (EmbeddedServerError("redis", "no binary"), 6),
+])
+def test_each_error_class_has_its_documented_exit_status(error: SilvertineError,
+                                                         status: int) -> None:
+    assert exit_status(error) == status
+    # Start-up failures (all but the catch-all) are never restarted by the supervisor.
+    assert (status in STARTUP_FAILURE_EXITS) == (status != 1)
 
 
 def test_a_command_that_succeeds_is_untouched() -> None:
@@ -42,9 +67,9 @@ def test_a_command_that_succeeds_is_untouched() -> None:
         ("config", "silvertine: SILVERTINE_PARTITIONS='x' is not valid; accepted: int >= 1\n"),
     ],
 )
-def test_our_errors_are_one_line_on_stderr_and_exit_status_2(fail: str, line: str) -> None:
+def test_our_errors_are_one_line_on_stderr_with_their_status(fail: str, line: str) -> None:
     result = CliRunner().invoke(command, ["--fail", fail])
-    assert result.exit_code == CONFIG_ERROR_EXIT
+    assert result.exit_code == (CONFIG_ERROR_EXIT if fail == "config" else 1)
     assert result.stderr == line  # no traceback
     assert result.stdout == ""
 
@@ -65,3 +90,19 @@ def test_the_wrapped_command_keeps_its_name_and_help() -> None:
     assert wrapped() == 5
     assert "A command that fails the way it is asked to." in CliRunner().invoke(
         command, ["--help"]).output
+
+
+@click.group()
+@click.option("--debug", is_flag=True)
+def root(debug: bool) -> None:
+    """A root group with --debug, as ``silvertine`` has."""
+
+
+root.add_command(command)
+
+
+def test_debug_shows_the_traceback_instead_of_one_line() -> None:
+    quiet = CliRunner().invoke(root, ["command", "--fail", "config"])
+    assert quiet.exit_code == CONFIG_ERROR_EXIT and "Traceback" not in quiet.output
+    loud = CliRunner().invoke(root, ["--debug", "command", "--fail", "config"])
+    assert isinstance(loud.exception, ConfigError)  # re-raised, not turned into a line

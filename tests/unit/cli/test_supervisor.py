@@ -1,5 +1,5 @@
 """Unit tests for silvertine_streams.cli.supervisor: restart a crashed child with
-backoff, never a misconfigured one, and stop with it on SIGTERM.
+backoff, never one that failed before it started, and stop with it on SIGTERM.
 
 The children are tiny Python scripts. A supervisor that must receive a signal
 runs in a process of its own; the others run here, with this process's signal
@@ -28,22 +28,27 @@ pytestmark = pytest.mark.timeout(30)
 ROOT = Path(__file__).resolve().parents[3]
 
 # Appends one line to the runs file per start, then exits with the status its run
-# number picks from the list (the last one repeats).
+# number picks from the list (the last one repeats). A status written as "+N" means
+# "started (touched the ready file), then exited with N"; a bare N exits before that.
 CHILD = """
-import sys
+import os, sys
 from pathlib import Path
-runs, statuses = Path(sys.argv[1]), [int(s) for s in sys.argv[2:]]
+runs, statuses = Path(sys.argv[1]), sys.argv[2:]
 with runs.open("a") as f:
-    f.write("run\\n")
+    f.write(os.environ["SILVERTINE_RESTARTS"] + "\\n")
 count = len(runs.read_text().splitlines())
-sys.exit(statuses[min(count, len(statuses)) - 1])
+status = statuses[min(count, len(statuses)) - 1]
+if status.startswith("+"):
+    Path(os.environ["SILVERTINE_READY_FILE"]).touch()
+sys.exit(int(status))
 """
 
 # Exits with 7 on SIGTERM; signals that it is ready by writing its runs line.
 WAITING_CHILD = """
-import signal, sys
+import os, signal, sys
 from pathlib import Path
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(7))
+Path(os.environ["SILVERTINE_READY_FILE"]).touch()
 with Path(sys.argv[1]).open("a") as f:
     f.write("run\\n")
 while True:
@@ -53,11 +58,14 @@ while True:
 SUPERVISOR = """
 import sys
 from silvertine_streams.cli.supervisor import supervise
-sys.exit(supervise(sys.argv[1:]))
+argv, timeout = sys.argv[1:], 30.0
+if argv[0] == "--stop-timeout":
+    timeout, argv = float(argv[1]), argv[2:]
+sys.exit(supervise(argv, stop_timeout_s=timeout))
 """
 
 
-def child(script: str, runs: Path, *statuses: int) -> list[str]:
+def child(script: str, runs: Path, *statuses: int | str) -> list[str]:
     return [sys.executable, "-c", script, str(runs), *map(str, statuses)]
 
 
@@ -106,13 +114,39 @@ def test_a_crashed_child_is_restarted_with_a_growing_backoff(
     tmp_path: Path, own_signal_handlers: None, capfd: pytest.CaptureFixture[str]
 ) -> None:
     runs = tmp_path / "runs"
-    # Crashes twice, then stops with a configuration error (which ends the supervisor).
-    assert supervise(child(CHILD, runs, 3, 1, CONFIG_ERROR_EXIT)) == CONFIG_ERROR_EXIT
-    assert runs_of(runs) == 3
+    # Starts and crashes twice, then fails at start-up (which ends the supervisor).
+    assert supervise(child(CHILD, runs, "+3", "+1", 3)) == 3
+    assert runs.read_text().splitlines() == ["0", "1", "2"]  # the restart count it was given
     assert capfd.readouterr().err.splitlines() == [
         "silvertine: worker exited with status 3; restarting in 1s",
         "silvertine: worker exited with status 1; restarting in 2s",
     ]
+
+
+@pytest.mark.parametrize("status", [1, 3, 4, 5, 6, 70])
+def test_a_child_that_fails_before_it_started_is_never_restarted(
+    status: int, tmp_path: Path, own_signal_handlers: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    runs = tmp_path / "runs"
+    assert supervise(child(CHILD, runs, status)) == status
+    assert runs_of(runs) == 1
+    err = capfd.readouterr().err
+    assert "restarting" not in err
+    # Start-up failures of ours print their own line; anything else gets one from us.
+    assert ("failed at start-up" in err) == (status in (1, 70))
+
+
+def test_a_child_that_ignores_sigterm_is_killed_after_the_stop_timeout(
+    tmp_path: Path, supervisors: list[subprocess.Popen[bytes]]
+) -> None:
+    runs = tmp_path / "runs"
+    stubborn = WAITING_CHILD.replace("sys.exit(7)", "None")
+    argv = child(stubborn, runs)
+    process = start_supervisor(["--stop-timeout", "1", *argv], supervisors)
+    wait_for(lambda: runs_of(runs) == 1, message="the child started")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=15) == 128 + signal.SIGKILL
+    assert process.stderr is not None and b"did not stop within 1s" in process.stderr.read()
 
 
 def test_the_environment_is_passed_to_the_child(tmp_path: Path,
@@ -142,7 +176,7 @@ def test_sigterm_during_the_backoff_ends_it_without_a_restart(
     tmp_path: Path, supervisors: list[subprocess.Popen[bytes]]
 ) -> None:
     runs = tmp_path / "runs"
-    process = start_supervisor(child(CHILD, runs, 3), supervisors)
+    process = start_supervisor(child(CHILD, runs, "+3"), supervisors)
     assert process.stderr is not None
     ready, _, _ = select.select([process.stderr], [], [], 10.0)
     assert ready, "the supervisor did not report the crash"
