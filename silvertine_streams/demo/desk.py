@@ -109,7 +109,7 @@ class Desk:
                 if event is not order:
                     await self._publisher.publish(event)
                 if isinstance(event, FillEvent):
-                    self.positions.on_fill(event)
+                    self.positions.on_fill(event, order.side)
             elif outcome.code is not RejectCode.DUPLICATE_EVENT:
                 await self._dead_letters.write([DeadLetter(
                     encode_event(event), outcome.dlq_reason, "demo-desk/lifecycle")])
@@ -132,8 +132,8 @@ class Desk:
         position = self.orders_seen % OVER_FILL_EVERY
         if position not in (2, 4):
             return answers
-        bad = last.with_changes(fill_id=f"{last.fill_id}-bad", event_id=str(uuid.uuid4()),
-                                executed_qty=last.executed_qty + 1)
+        bad = last.with_changes(trade_id=f"{last.trade_id}-bad", event_id=str(uuid.uuid4()),
+                                executed_quantity=last.executed_quantity + 1)
         if position == 2:
             index = answers.index(last)
             return [*answers[:index], bad, *answers[index:]]

@@ -4,18 +4,33 @@ A message is one event JSON object or a JSON array of events (a batch
 envelope). Decoding is one msgspec call for the whole message; only when that
 fails does the codec split the envelope and decode each event on its own, so a
 bad event costs only itself and the reason names what is wrong with it.
+
+Events are written with the platform contract's field names only. On the way
+in, the engine's own pre-contract shape is still read where that is
+unambiguous (a fill's ``executed_qty``, an order's ``"strategy_id": null``):
+on the slow path only, so a contract-shaped message pays nothing for it.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import operator
+import re
 from collections.abc import Sequence
 
 import msgspec
 
 from silvertine_streams.errors import InvalidEvent
+from silvertine_streams.events.enums import (
+    OrderSide,
+    OrderStatus,
+    OrderType,
+    Severity,
+    SignalType,
+    TimeInForce,
+)
 from silvertine_streams.events.model import EVENT_CLASSES, Event, EventType, EventUnion
 
 _ENCODER = msgspec.json.Encoder()
@@ -28,6 +43,20 @@ _LENIENT_JSON = json.JSONDecoder()
 _JSON_WHITESPACE = " \t\n\r"
 _VALID_TYPES = ", ".join(sorted(EVENT_CLASSES))
 _TAG_PATH = " - at `$.event_type`"
+_ANY_JSON = msgspec.json.Decoder()
+# Every enum-valued field, for reasons that list the allowed values.
+_ENUM_FIELDS: dict[str, type[enum.StrEnum]] = {
+    "side": OrderSide,
+    "order_type": OrderType,
+    "status": OrderStatus,
+    "time_in_force": TimeInForce,
+    "signal_type": SignalType,
+    "severity": Severity,
+}
+_ENUM_VALUE = re.compile(r"Invalid enum value (.*) - at `\$(?:\[\d+\])?\.(\w+)`$")
+# The engine's signal types before the contract. Not mapped: a "sell" may mean
+# go short or only exit a long, and "hold" keep a position or go flat.
+_OLD_SIGNAL_TYPES = ("'buy'", "'sell'", "'hold'")
 # Fields the engine may fill at ingress; a redelivered copy differs only in these.
 _INGRESS_FIELDS = ("ts_ns", "sequence")
 # Per class: its tag, and a getter picking every other field out of
@@ -89,7 +118,7 @@ def decode_event(data: bytes) -> Event:
             ``payload`` holds ``data``.
     """
     try:
-        return _EVENT_DECODER.decode(data)  # type: ignore[no-any-return]  # a concrete event
+        return _decode_one(data)
     except msgspec.DecodeError as exc:
         raise InvalidEvent(_describe(exc, data), bytes(data)) from exc
 
@@ -155,7 +184,7 @@ def _decode_each(data: bytes, expected_type: EventType | None) -> DecodedMessage
     result = DecodedMessage(events=[], rejects=[])
     for piece in pieces:
         try:
-            event: Event = _EVENT_DECODER.decode(piece)
+            event = _decode_one(piece)
         except msgspec.DecodeError as exc:
             reason = _describe(exc, piece, envelope_allowed=top_level)
             result.rejects.append(Rejected(payload=bytes(piece), reason=reason))
@@ -166,6 +195,55 @@ def _decode_each(data: bytes, expected_type: EventType | None) -> DecodedMessage
         else:
             result.events.append(event)
     return result
+
+
+def _decode_one(data: bytes | msgspec.Raw) -> Event:
+    """Decode one event, in the contract's shape or else the engine's older one.
+
+    Raises:
+        msgspec.DecodeError: ``data`` is not one valid event.
+    """
+    try:
+        return _EVENT_DECODER.decode(data)  # type: ignore[no-any-return]  # a concrete event
+    except msgspec.DecodeError:
+        event = _decode_pre_contract(data)
+        if event is None:
+            raise
+        return event
+
+
+def _decode_pre_contract(data: bytes | msgspec.Raw) -> Event | None:
+    """Decode an event written in the engine's pre-contract shape, or return None.
+
+    Before the platform contract, a fill's quantity was ``executed_qty`` and an
+    order without a strategy had ``"strategy_id": null``; canonical logs and
+    producers may still hold such events. Only these renames are made, only
+    when they are unambiguous, and the result is decoded by the same strict
+    decoder as any event.
+
+    Raises:
+        msgspec.DecodeError: the renamed event is invalid (the reason names why).
+    """
+    raw = bytes(data)
+    if b'"executed_qty"' not in raw and b'"strategy_id"' not in raw:
+        return None
+    try:
+        body = _ANY_JSON.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    if type(body) is not dict:
+        return None
+    event_type = body.get("event_type")
+    renamed = False
+    if event_type == "fill" and "executed_qty" in body and "executed_quantity" not in body:
+        body["executed_quantity"] = body.pop("executed_qty")
+        renamed = True
+    if event_type == "order" and "strategy_id" in body and body["strategy_id"] is None:
+        body["strategy_id"] = ""
+        renamed = True
+    if not renamed:
+        return None
+    return _EVENT_DECODER.decode(_ENCODER.encode(body))  # type: ignore[no-any-return]  # an event
 
 
 def _split_by_type(
@@ -242,6 +320,13 @@ def _describe(
         return f"Unknown event_type {value}; valid types: {_VALID_TYPES}{_TAG_PATH}"
     if "event_type`" in reason:
         return f"{reason}; valid types: {_VALID_TYPES}"
+    enum_value = _ENUM_VALUE.match(reason)
+    if enum_value is not None and enum_value[2] in _ENUM_FIELDS:
+        allowed = ", ".join(_ENUM_FIELDS[enum_value[2]])
+        hint = ""
+        if enum_value[2] == "signal_type" and enum_value[1] in _OLD_SIGNAL_TYPES:
+            hint = " (the old buy, sell and hold are not translated: a sell may mean short or exit)"
+        return f"{reason}; valid values: {allowed}{hint}"
     if reason.startswith("Number out of range"):
         return reason.replace("Number out of range", "Number out of range (not a finite float)", 1)
     if reason.startswith("Expected `object`, got ") and " - at " not in reason:

@@ -55,11 +55,16 @@ class OrderStatus(enum.StrEnum):
 
 
 class SignalType(enum.StrEnum):
-    """What a strategy recommends."""
+    """The position a strategy recommends (the platform contract's four values)."""
 
-    BUY = "buy"
-    SELL = "sell"
-    HOLD = "hold"
+    LONG = "long"
+    """Hold a long position."""
+    SHORT = "short"
+    """Hold a short position."""
+    EXIT = "exit"
+    """Close the position, whichever way it is."""
+    NEUTRAL = "neutral"
+    """No view: do nothing."""
 
 
 class TimeInForce(enum.StrEnum):

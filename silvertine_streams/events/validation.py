@@ -46,8 +46,8 @@ def check_common(event: Event) -> None:
     if not (type(event_id) is str and 0 < len(event_id) <= ID_MAX and event_id.isprintable()):
         check_text(event_id, "Event ID", ID_MAX)
     source = event.source
-    if not (type(source) is str and 0 < len(source) <= ID_MAX and source.isprintable()):
-        check_text(source, "Source", ID_MAX)
+    if not (type(source) is str and len(source) <= ID_MAX and source.isprintable()):
+        check_optional_text(source, "Source", ID_MAX)
     stamp = event.timestamp
     if not (
         type(stamp) is datetime
@@ -77,6 +77,13 @@ def check_text(value: object, label: str, max_len: int) -> None:
     if len(value) > max_len:
         raise ValueError(f"{label} is too long: {len(value)} characters, at most {max_len}")
     raise ValueError(f"{label} contains control or non-printable characters: {value!r}")
+
+
+def check_optional_text(value: object, label: str, max_len: int) -> None:
+    """Require ``""`` (not given) or what :func:`check_text` requires."""
+    if value == "" and type(value) is str:
+        return
+    check_text(value, label, max_len)
 
 
 def check_symbol(value: object, label: str = "Symbol") -> None:

@@ -35,7 +35,8 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from silvertine_streams.events import Event, EventUnion
+from silvertine_streams.errors import InvalidEvent
+from silvertine_streams.events import Event, EventUnion, decode_event
 from silvertine_streams.topics import log_stream
 
 PAGE_SIZE = 5000
@@ -43,7 +44,6 @@ PAGE_SIZE = 5000
 read holds Redis for only a few milliseconds."""
 
 _PAGE_DECODER = msgspec.json.Decoder(list[EventUnion])
-_EVENT_DECODER = msgspec.json.Decoder(EventUnion)
 _EVENT_FIELD = b"event"
 
 
@@ -201,9 +201,11 @@ def _decode_each(event_type: str, entry_ids: list[str], bodies: list[bytes | Non
             page.undecodable.append((entry_id, "entry has no 'event' field"))
             continue
         try:
-            event: Event = _EVENT_DECODER.decode(body)
-        except msgspec.DecodeError as exc:
-            page.undecodable.append((entry_id, str(exc)))
+            # The codec's own decoder, which also reads entries the engine wrote
+            # before the platform contract (a fill's executed_qty, ...).
+            event = decode_event(body)
+        except InvalidEvent as exc:
+            page.undecodable.append((entry_id, exc.reason))
             continue
         page.entry_ids.append(entry_id)
         page.events.append(event)

@@ -95,7 +95,7 @@ async def test_audit_finds_processed_and_rejected_events_on_both_paths(
     await produce_raw(pipeline_settings, event_topic("market_data"), [BAD_PRICE])
     await redis_client.xadd(ingress_stream("fill"), {
         "event": b'{"event_type":"fill","event_id":"bad-fill","order_id":"o-1","symbol":"AAPL",'
-                 b'"side":"buy","executed_qty":0,"executed_price":1.0}'})
+                 b'"executed_quantity":0,"executed_price":1.0,"trade_id":"T-1"}'})
     await wait_until(redis_client, workers, "logged and rejected",
                      {log_stream("order"): 1, log_stream("market_data"): 1, DLQ_STREAM: 2})
 
@@ -125,6 +125,7 @@ async def test_audit_finds_processed_and_rejected_events_on_both_paths(
 
     report = await audit(redis_client, "bad-fill", window_s=window)
     assert report.status == "rejected"
+    assert "Executed quantity must be positive" in report.dead_letters[0].reason
     assert report.dead_letters[0].origin.startswith(ingress_stream("fill") + "/")
     assert "Redis ingress stream events:fill" in report.ingress
 

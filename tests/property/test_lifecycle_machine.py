@@ -66,11 +66,12 @@ class LifecycleMachine(RuleBasedStateMachine):
                           quantity=quantity, order_type=OrderType.LIMIT, price=10.0,
                           status=status)
 
-    def _fill_event(self, order_id: str, qty: float, fill_id: str | None = None) -> FillEvent:
+    def _fill_event(self, order_id: str, qty: float, trade_id: str | None = None) -> FillEvent:
+        # Contract-shaped fills: no side (the order's is taken), the trade id as the key.
         self.fill_count += 1
-        return FillEvent(fill_id=fill_id or f"f{self.fill_count}", order_id=order_id,
-                         symbol="AAPL", side=OrderSide.BUY, executed_qty=qty,
-                         executed_price=10.0 + self.fill_count % 7)
+        return FillEvent(order_id=order_id, symbol="AAPL", executed_quantity=qty,
+                         executed_price=10.0 + self.fill_count % 7,
+                         trade_id=trade_id or f"t{self.fill_count}")
 
     def _apply(self, event: OrderEvent | FillEvent) -> Transition | Rejection:
         outcome = self.table.apply(event)
@@ -184,9 +185,9 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: any(o.fills for o in self.model.values()))
     @rule(data=st.data())
-    def repeat_fill_id(self, data: st.DataObject) -> None:
+    def repeat_trade_id(self, data: st.DataObject) -> None:
         fill = data.draw(st.sampled_from([f for o in self.model.values() for f in o.fills]))
-        again = self._fill_event(fill.order_id, fill.executed_qty, fill_id=fill.fill_id)
+        again = self._fill_event(fill.order_id, fill.executed_quantity, trade_id=fill.trade_id)
         self._expect_rejection(self.table.apply(again), RejectCode.DUPLICATE_FILL)
 
     # ----------------------------------------------------------------- invariants
@@ -220,7 +221,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         for order_id, order in self.model.items():
             state = self.table.get(order_id)
             assert state is not None
-            total = math.fsum(f.executed_qty for f in order.fills)
+            total = math.fsum(f.executed_quantity for f in order.fills)
             assert abs(state.filled_qty - total) <= tolerance(order.quantity)
 
 

@@ -11,7 +11,7 @@ glue publishes those::
     venue.on_order(order)                    -> [OrderEvent (SUBMITTED), FillEvent, ...]
                                                 or [OrderEvent (REJECTED)]
     lifecycle.apply(order_or_fill)           -> Transition | Rejection
-    positions.on_fill(fill)                  -> Position
+    positions.on_fill(fill, side)            -> Position
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from silvertine_streams.demo.trading.lifecycle import (
     RejectCode,
     Rejection,
     Transition,
+    fill_key,
     quantity_tolerance,
 )
 from silvertine_streams.demo.trading.positions import PortfolioTotals, Position, Positions
@@ -62,6 +63,7 @@ __all__ = [
     "TokenBucket",
     "Transition",
     "VenueEvent",
+    "fill_key",
     "mid_price",
     "quantity_tolerance",
 ]

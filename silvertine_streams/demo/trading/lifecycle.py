@@ -20,6 +20,10 @@ a refused one, leaving the table unchanged. A ``duplicate_event`` rejection is
 a redelivery of an event already applied (same event id) and may be dropped;
 every other rejection belongs in the DLQ (:attr:`Rejection.dlq_reason`).
 
+A fill is known by :func:`fill_key`: its ``trade_id`` (the contract's business
+key), else its ``fill_id``, else its event id. A fill that does not say its side
+takes its order's.
+
 Quantities compare with a relative tolerance of 1e-9 of the order quantity,
 so fills that sum to the quantity up to float rounding fill the order, and
 nothing beyond that tolerance can over-fill it.
@@ -44,6 +48,7 @@ __all__ = [
     "RejectCode",
     "Rejection",
     "Transition",
+    "fill_key",
     "quantity_tolerance",
 ]
 
@@ -66,6 +71,15 @@ FINAL_STATES: frozenset[OrderStatus] = frozenset({_S.FILLED, _S.CANCELLED, _S.RE
 """Statuses an order never leaves."""
 
 
+def fill_key(fill: FillEvent) -> str:
+    """Return the id that tells ``fill`` from other executions, redelivered or re-sent.
+
+    The venue's ``trade_id`` when set, else the producer's ``fill_id``, else the
+    event id (then only a redelivery of the same event is recognised).
+    """
+    return fill.trade_id or fill.fill_id or fill.event_id
+
+
 def quantity_tolerance(quantity: float) -> float:
     """Return how far a filled quantity may stray from ``quantity`` and still equal it."""
     return 1e-9 * max(1.0, quantity)
@@ -81,7 +95,7 @@ class RejectCode(enum.StrEnum):
     DUPLICATE_EVENT = "duplicate_event"
     """An event id already applied: a redelivery, safe to drop."""
     DUPLICATE_FILL = "duplicate_fill"
-    """A new event re-reporting a fill id already applied."""
+    """A new event re-reporting a fill (same :func:`fill_key`) already applied."""
     ILLEGAL_TRANSITION = "illegal_transition"
     """A status change not in the table, or a fill for an order not taking fills."""
     DERIVED_STATUS = "derived_status"
@@ -141,7 +155,7 @@ class OrderSnapshot(NamedTuple):
     side: OrderSide
     quantity: float
     price: float | None
-    strategy_id: str | None
+    strategy_id: str
     status: OrderStatus
     filled_qty: float
     avg_price: float | None
@@ -161,7 +175,7 @@ class _Order:
         "filled",
         "notional",
         "commission",
-        "fill_ids",
+        "fill_keys",
         "event_ids",
     )
 
@@ -171,7 +185,7 @@ class _Order:
         self.filled = 0.0
         self.notional = 0.0
         self.commission = 0.0
-        self.fill_ids: set[str] = set()
+        self.fill_keys: set[str] = set()
         self.event_ids: set[str] = {order.event_id}
 
     def avg_price(self) -> float | None:
@@ -250,27 +264,29 @@ class OrderLifecycle:
 
     def _apply_fill(self, fill: FillEvent) -> Transition | Rejection:
         order_id = fill.order_id
+        key = fill_key(fill)
         state = self._orders.get(order_id)
         if state is None:
             return self._reject(
                 fill,
                 RejectCode.UNKNOWN_ORDER,
-                f"fill {fill.fill_id} is for order {order_id}, which was never placed",
+                f"fill {key} is for order {order_id}, which was never placed",
             )
         if fill.event_id in state.event_ids:
             return self._duplicate(fill, state)
-        if fill.fill_id in state.fill_ids:
+        if key in state.fill_keys:
             return self._reject(
                 fill,
                 RejectCode.DUPLICATE_FILL,
-                f"fill {fill.fill_id} of order {order_id} was already applied",
+                f"fill {key} of order {order_id} was already applied",
             )
         order = state.order
-        if fill.symbol != order.symbol or fill.side is not order.side:
+        side = order.side if fill.side is None else fill.side
+        if fill.symbol != order.symbol or side is not order.side:
             return self._reject(
                 fill,
                 RejectCode.MISMATCH,
-                f"fill {fill.fill_id} is {fill.side.value} {fill.symbol} but "
+                f"fill {key} is {side.value} {fill.symbol} but "
                 f"order {order_id} is {order.side.value} {order.symbol}",
             )
         before = state.status
@@ -279,22 +295,22 @@ class OrderLifecycle:
             return self._reject(
                 fill,
                 RejectCode.ILLEGAL_TRANSITION,
-                f"fill {fill.fill_id} is for order {order_id}, which is {before.value} and {why}",
+                f"fill {key} is for order {order_id}, which is {before.value} and {why}",
             )
-        filled = state.filled + fill.executed_qty
+        filled = state.filled + fill.executed_quantity
         tolerance = quantity_tolerance(order.quantity)
         if filled > order.quantity + tolerance:
             return self._reject(
                 fill,
                 RejectCode.OVER_FILL,
-                f"fill {fill.fill_id} of {fill.executed_qty:g} would bring "
+                f"fill {key} of {fill.executed_quantity:g} would bring "
                 f"order {order_id} to {filled:g} filled, more than its "
                 f"quantity {order.quantity:g}",
             )
         state.filled = filled
-        state.notional += fill.executed_qty * fill.executed_price
+        state.notional += fill.executed_quantity * fill.executed_price
         state.commission += fill.commission
-        state.fill_ids.add(fill.fill_id)
+        state.fill_keys.add(key)
         state.event_ids.add(fill.event_id)
         after = _S.FILLED if filled >= order.quantity - tolerance else _S.PARTIALLY_FILLED
         state.status = after
@@ -350,7 +366,7 @@ class OrderLifecycle:
         """
         logged: defaultdict[str, list[float]] = defaultdict(list)
         for fill in fills:
-            logged[fill.order_id].append(fill.executed_qty)
+            logged[fill.order_id].append(fill.executed_quantity)
         out: dict[str, tuple[float, float]] = {}
         for order_id in self._orders.keys() | logged.keys():
             state = self._orders.get(order_id)
@@ -390,5 +406,5 @@ def _snapshot(state: _Order) -> OrderSnapshot:
         state.filled,
         state.avg_price(),
         state.commission,
-        len(state.fill_ids),
+        len(state.fill_keys),
     )

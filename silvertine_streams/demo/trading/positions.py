@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from silvertine_streams.demo.trading.feed import mid_price
+from silvertine_streams.demo.trading.lifecycle import fill_key
 from silvertine_streams.events import FillEvent, MarketDataEvent, OrderSide
 
 __all__ = ["PortfolioTotals", "Position", "Positions"]
@@ -100,12 +101,26 @@ class Positions:
     def __init__(self) -> None:
         self._books: dict[str, _Book] = {}
 
-    def on_fill(self, fill: FillEvent) -> Position:
-        """Apply ``fill``; return the symbol's position after it."""
+    def on_fill(self, fill: FillEvent, side: OrderSide | None = None) -> Position:
+        """Apply ``fill``; return the symbol's position after it.
+
+        Args:
+            fill: an accepted fill.
+            side: its order's side, used when the fill does not say its own
+                (the contract's fills need not).
+
+        Raises:
+            ValueError: neither ``fill`` nor ``side`` says which way it traded.
+        """
+        traded = fill.side if fill.side is not None else side
+        if traded is None:
+            raise ValueError(
+                f"fill {fill_key(fill)} of order {fill.order_id} has no side: pass its order's"
+            )
         book = self._book(fill.symbol)
-        qty = fill.executed_qty
+        qty = fill.executed_quantity
         price = fill.executed_price
-        signed = qty if fill.side is OrderSide.BUY else -qty
+        signed = qty if traded is OrderSide.BUY else -qty
         held = book.quantity
         if held == 0.0 or (held > 0.0) == (signed > 0.0):
             total = held + signed

@@ -13,7 +13,12 @@ Limits are per symbol and count filled positions only (working orders are
 not reserved against them: the demo's venue fills at once). An order that
 shrinks the absolute position is never refused for size, even when the
 position is already over a limit, because refusing it would keep the book
-further from safe. HOLD signals produce nothing.
+further from safe.
+
+LONG signals buy and SHORT signals sell ``default_qty``; EXIT closes the
+position (a sell of a long, a buy of a short, nothing when flat), which
+shrinks it and so is refused only for the rate or a missing price; NEUTRAL
+signals produce nothing.
 """
 
 from __future__ import annotations
@@ -126,11 +131,12 @@ class RiskCheck:
     """Size, price and rate-limit each signal into a limit order, within the limits.
 
     Orders are ``LIMIT`` at the signal's ``target_price`` for
-    ``limits.default_qty``, BUY for a BUY signal, SELL for a SELL one, status
-    PENDING, ``strategy_id`` from the signal and ``metadata["signal_id"]`` its
-    event id. Order ids are ``f"{order_id_prefix}{n}"`` with ``n`` counting
-    from 1: unique and deterministic per instance (give each run its own
-    prefix if ids must not repeat across runs).
+    ``limits.default_qty``, BUY for a LONG signal, SELL for a SHORT one (EXIT:
+    the opposite of the position, for all of it), status PENDING,
+    ``strategy_id`` from the signal and ``metadata["signal_id"]`` its event id.
+    Order ids are ``f"{order_id_prefix}{n}"`` with ``n`` counting from 1:
+    unique and deterministic per instance (give each run its own prefix if ids
+    must not repeat across runs).
 
     Attributes:
         limits: the limits enforced.
@@ -169,13 +175,23 @@ class RiskCheck:
         self._tif = time_in_force
 
     def on_signal(self, signal: SignalEvent) -> OrderEvent | SystemEvent | None:
-        """Return the order ``signal`` leads to, the refusal, or None for HOLD."""
-        if signal.signal_type is SignalType.HOLD:
+        """Return the order ``signal`` leads to, the refusal, or None if it asks for none.
+
+        NEUTRAL signals, and EXIT signals when the position is flat, ask for none.
+        """
+        signal_type = signal.signal_type
+        if signal_type is SignalType.NEUTRAL:
             return None
-        side = OrderSide.BUY if signal.signal_type is SignalType.BUY else OrderSide.SELL
-        qty = self.limits.default_qty
-        price = signal.target_price
         current = self._positions.quantity(signal.symbol)
+        if signal_type is SignalType.EXIT:
+            if current == 0.0:
+                return None
+            side = OrderSide.SELL if current > 0.0 else OrderSide.BUY
+            qty = abs(current)
+        else:
+            side = OrderSide.BUY if signal_type is SignalType.LONG else OrderSide.SELL
+            qty = self.limits.default_qty
+        price = signal.target_price
         projected = current + qty if side is OrderSide.BUY else current - qty
         grows = abs(projected) > abs(current)
         facts: dict[str, Any] = {"position": current, "projected_position": projected}

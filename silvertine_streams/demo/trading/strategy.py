@@ -49,14 +49,14 @@ class MovingAverageCrossover:
 
     Per symbol, the averages cover the last ``fast`` and ``slow`` mids. Once
     the slow window is full, the first comparison only sets which side the
-    fast average is on; each later change of side is a crossing: above → BUY,
-    below → SELL. Touching (averages equal to within rounding) is not a
-    crossing. Each tick costs
-    O(1).
+    fast average is on; each later change of side is a crossing: above → LONG,
+    below → SHORT. Touching (averages equal to within rounding) is not a
+    crossing. Each tick costs O(1).
 
     ``strength`` is the distance of the averages relative to the slow one,
-    divided by ``strength_scale`` and clipped to [-1, 1]: positive for BUY,
-    negative for SELL. ``target_price`` is the tick's mid.
+    divided by ``strength_scale`` and clipped to [-1, 1]: positive for LONG,
+    negative for SHORT. ``target_price`` is the tick's mid; ``reason`` says
+    which way the averages crossed.
 
     Attributes:
         fast: length of the fast window.
@@ -117,8 +117,10 @@ class MovingAverageCrossover:
         return SignalEvent(
             symbol=md.symbol,
             strategy_id=self.strategy_id,
-            signal_type=SignalType.BUY if side > 0 else SignalType.SELL,
+            signal_type=SignalType.LONG if side > 0 else SignalType.SHORT,
             strength=strength,
+            reason=f"fast MA({self.fast}) crossed {'above' if side > 0 else 'below'} "
+            f"slow MA({self.slow})",
             target_price=mid,
             source=self.source,
             metadata={"fast_ma": fast_ma, "slow_ma": slow_ma, "tick_event_id": md.event_id},

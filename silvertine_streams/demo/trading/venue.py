@@ -39,14 +39,20 @@ from silvertine_streams.events import (
     OrderType,
 )
 
-__all__ = ["SimulatedVenue", "VenueEvent"]
+__all__ = ["COMMISSION_ASSET", "EXCHANGE", "SimulatedVenue", "VenueEvent"]
+
+EXCHANGE = "SIM"
+"""The ``exchange`` of every fill the venue makes."""
+
+COMMISSION_ASSET = "USD"
+"""The ``commission_asset`` of every fill the venue makes."""
 
 VenueEvent: TypeAlias = OrderEvent | FillEvent
 """What :meth:`SimulatedVenue.on_order` returns."""
 
 # How many recent order ids the venue remembers to ignore a redelivered order.
 _SEEN_ORDERS = 100_000
-# Room for the "-<n>" a fill id adds to its order id.
+# Room for the "-<n>" a trade id adds to its order id.
 _ID_ROOM = 120
 
 
@@ -67,7 +73,9 @@ class SimulatedVenue:
     mirrored. Either way, never worse than the limit. A market order executes
     at the last ask (buy) or bid (sell) seen by :meth:`on_tick`; without one it
     is rejected (``no_quote``). Stop orders are rejected (``unsupported``).
-    Commission is ``commission_per_share * qty``.
+    Commission is ``commission_per_share * qty`` in ``COMMISSION_ASSET``. Each
+    fill carries the venue's ``trade_id`` (``"<order id>-<n>"``), ``exchange``
+    :data:`EXCHANGE` and the order's side.
 
     Orders in any other status (including the venue's own answers coming back
     on the bus) and repeated PENDING order ids produce nothing.
@@ -249,18 +257,20 @@ class SimulatedVenue:
     def _fill(
         self, order: OrderEvent, number: int, qty: float, price: float, latency: float
     ) -> FillEvent:
-        # "<order id>-<n>": a venue re-sending a fill re-sends its id, which the
-        # lifecycle catches. A very long order id gets a UUID to stay in bounds.
+        # "<order id>-<n>": a venue re-sending a fill re-sends its trade id, which
+        # the lifecycle catches. A very long order id gets a UUID to stay in bounds.
         order_id = order.order_id
-        fill_id = f"{order_id}-{number}" if len(order_id) <= _ID_ROOM else str(uuid.uuid4())
+        trade_id = f"{order_id}-{number}" if len(order_id) <= _ID_ROOM else str(uuid.uuid4())
         return FillEvent(
-            fill_id=fill_id,
             order_id=order_id,
             symbol=order.symbol,
-            side=order.side,
-            executed_qty=qty,
+            executed_quantity=qty,
             executed_price=price,
             commission=self._commission * qty,
+            commission_asset=COMMISSION_ASSET,
+            exchange=EXCHANGE,
+            trade_id=trade_id,
+            side=order.side,
             source=self.source,
             metadata={"latency_ms": latency, "fill_number": number},
         )

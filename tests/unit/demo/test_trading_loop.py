@@ -83,7 +83,7 @@ def test_the_pipeline_is_legal_consistent_and_within_limits() -> None:
                        if isinstance(e, SystemEvent))
     assert refusals["max_position"] > 0 and refusals["max_order_rate"] > 0
     for symbol in SYMBOLS:
-        signed = sum(f.executed_qty if f.side is OrderSide.BUY else -f.executed_qty
+        signed = sum(f.executed_quantity if f.side is OrderSide.BUY else -f.executed_quantity
                      for f in fills if f.symbol == symbol)
         assert run.positions.quantity(symbol) == signed
         assert abs(signed) <= LIMITS.max_position
@@ -96,11 +96,11 @@ def test_the_pipeline_is_deterministic_for_a_seed() -> None:
             if isinstance(e, MarketDataEvent):
                 out.append((e.symbol, e.bid, e.ask, e.sequence))
             elif isinstance(e, SignalEvent):
-                out.append((e.symbol, e.signal_type, e.strength))
+                out.append((e.symbol, e.signal_type, e.strength, e.reason))
             elif isinstance(e, OrderEvent):
                 out.append((e.order_id, e.status, e.price))
             elif isinstance(e, FillEvent):
-                out.append((e.fill_id, e.executed_qty, e.executed_price))
+                out.append((e.trade_id, e.executed_quantity, e.executed_price))
             else:
                 assert isinstance(e, SystemEvent)
                 out.append((e.kind, e.details["reason_code"]))

@@ -41,10 +41,10 @@ def examples() -> list[Event]:
                         metadata={"venue": "XNAS"}, sequence=1),
         OrderEvent(order_id="o-1", symbol="AAPL", side=OrderSide.BUY, quantity=10.0,
                    timestamp=T0),
-        FillEvent(order_id="o-1", symbol="AAPL", side=OrderSide.BUY, executed_qty=10.0,
-                  executed_price=100.5, timestamp=T0),
-        SignalEvent(symbol="AAPL", strategy_id="s-1", signal_type=SignalType.SELL,
-                    strength=-0.25, timestamp=T0),
+        FillEvent(order_id="o-1", symbol="AAPL", executed_quantity=10.0, executed_price=100.5,
+                  trade_id="t-1", side=OrderSide.BUY, timestamp=T0),
+        SignalEvent(symbol="AAPL", strategy_id="s-1", signal_type=SignalType.SHORT,
+                    strength=-0.25, reason="cross", stop_loss=101.0, timestamp=T0),
         SystemEvent(kind="circuit_open", details={"handler": "risk"}, timestamp=T0),
     ]  # fmt: skip
 
@@ -105,7 +105,7 @@ def test_missing_optional_fields_get_defaults() -> None:
     event = decode_event(b'{"event_type":"market_data","symbol":"AAPL","price":3}')
     assert isinstance(event, MarketDataEvent)
     assert event.price == 3.0 and type(event.price) is float
-    assert event.source == "unknown" and event.sequence is None and event.ts_ns > 0
+    assert event.source == "" and event.sequence is None and event.ts_ns > 0
 
 
 def test_valid_message_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -136,8 +136,11 @@ REJECTIONS: list[tuple[str, bytes, str]] = [
      f"Object missing required field `event_type`; valid types: {VALID_TYPES}"),
     ("event_type not a string", market_json(event_type=3),
      f"Expected `str` - at `$.event_type`; valid types: {VALID_TYPES}"),
-    ("missing field", b'{"event_type":"market_data","symbol":"AAPL"}',
-     "Object missing required field `price`"),
+    ("missing price", b'{"event_type":"market_data","symbol":"AAPL"}',
+     "Price must be positive"),
+    ("missing symbol", b'{"event_type":"market_data","price":1.0}', "Symbol cannot be empty"),
+    ("order without side", b'{"event_type":"order","order_id":"o","symbol":"A","quantity":1}',
+     "Object missing required field `side`"),
     ("unknown field", market_json(px=1), "Object contains unknown field `px`"),
     ("wrong type", market_json(price="100"), "Expected `float`, got `str` - at `$.price`"),
     ("bool as number", market_json(price=True), "Expected `float`, got `bool` - at `$.price`"),
@@ -158,7 +161,10 @@ REJECTIONS: list[tuple[str, bytes, str]] = [
     ("seed rule order", b'{"event_type":"order","order_id":"o","symbol":"A","side":"buy",'
      b'"quantity":1,"order_type":"limit"}', "limit orders require price"),
     ("bad enum", b'{"event_type":"order","order_id":"o","symbol":"A","side":"long",'
-     b'"quantity":1}', "Invalid enum value 'long' - at `$.side`"),
+     b'"quantity":1}', "Invalid enum value 'long' - at `$.side`; valid values: buy, sell"),
+    ("old signal type", b'{"event_type":"signal","symbol":"A","strategy_id":"s",'
+     b'"signal_type":"sell"}', "Invalid enum value 'sell' - at `$.signal_type`; valid values: "
+     "long, short, exit, neutral (the old buy, sell and hold are not translated"),
     ("naive timestamp", market_json(timestamp="2024-01-01T00:00:00"),
      "Timestamp must be timezone-aware UTC"),
     ("offset timestamp", market_json(timestamp="2024-01-01T00:00:00+02:00"),
@@ -258,7 +264,7 @@ def test_envelope_with_several_bad_items() -> None:
     assert result.events == good
     assert [(r.payload, r.reason) for r in result.rejects] == [
         (b"3", "Expected an event object, got `int`"),
-        (b'{"event_type":"fill"}', "Object missing required field `order_id`"),
+        (b'{"event_type":"fill"}', "Order ID cannot be empty"),
         (b"[1]", "Expected an event object, got `array`"),
     ]
 
@@ -294,6 +300,51 @@ def test_expected_type_may_be_given_as_its_value() -> None:
 def test_decode_errors_are_validation_errors_for_msgspec_users() -> None:
     with pytest.raises(msgspec.ValidationError, match="^Price must be positive$"):
         msgspec.json.decode(market_json(price=0), type=MarketDataEvent)
+
+
+# --- the engine's pre-contract shape ----------------------------------------------
+
+OLD_FILL = (b'{"event_type":"fill","event_id":"f-old","timestamp":"2024-03-01T12:00:00Z",'
+            b'"source":"venue","metadata":{"executed_qty":1},"sequence":null,"ts_ns":5,'
+            b'"fill_id":"f-1","order_id":"o-1","symbol":"AAPL","side":"buy",'
+            b'"executed_qty":3,"executed_price":10.5,"commission":0.0}')
+OLD_ORDER = (b'{"event_type":"order","event_id":"o-old","timestamp":"2024-03-01T12:00:00Z",'
+             b'"ts_ns":5,"order_id":"o-1","symbol":"AAPL","side":"sell","quantity":2.0,'
+             b'"strategy_id":null,"time_in_force":"day"}')
+
+
+def test_old_fill_name_is_read_and_the_contract_name_written() -> None:
+    event = decode_event(OLD_FILL)
+    assert isinstance(event, FillEvent)
+    assert event.executed_quantity == 3.0 and event.fill_id == "f-1"
+    assert event.metadata == {"executed_qty": 1}  # only the field is renamed
+    assert b'"executed_quantity":3.0' in encode_event(event)
+    assert b'"executed_qty"' not in encode_event(event).replace(b'{"executed_qty":1}', b"")
+    envelope = b"[" + OLD_FILL + b"," + OLD_FILL.replace(b"f-old", b"f-old-2") + b"]"
+    result = decode_message(envelope, EventType.FILL)
+    assert result.rejects == [] and [e.event_id for e in result.events] == ["f-old", "f-old-2"]
+
+
+def test_old_order_without_a_strategy_is_read() -> None:
+    event = decode_event(OLD_ORDER)
+    assert isinstance(event, OrderEvent) and event.strategy_id == ""
+    assert decode_message(OLD_ORDER).events == [event]
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (OLD_FILL.replace(b'"executed_qty":3', b'"executed_qty":0'),
+         "Executed quantity must be positive"),
+        (OLD_FILL.replace(b'"executed_qty":3', b'"executed_qty":3,"executed_quantity":3'),
+         "Object contains unknown field `executed_qty`"),
+        (OLD_ORDER.replace(b'"side":"sell",', b""), "Object missing required field `side`"),
+        (b'{"event_type":"signal","symbol":"A","strategy_id":null}',
+         "Expected `str`, got `null` - at `$.strategy_id`"),
+    ],
+)  # fmt: skip
+def test_old_shapes_still_obey_every_rule(payload: bytes, reason: str) -> None:
+    assert only_reject(payload).reason == reason
 
 
 # --- fingerprints ---------------------------------------------------------------

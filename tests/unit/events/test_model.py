@@ -45,12 +45,12 @@ def order(**changes: Any) -> OrderEvent:
 
 def fill(**changes: Any) -> FillEvent:
     fields: dict[str, Any] = {"order_id": "o-1", "symbol": "AAPL", "side": OrderSide.SELL}
-    return FillEvent(**(fields | {"executed_qty": 5.0, "executed_price": 99.5} | changes))
+    return FillEvent(**(fields | {"executed_quantity": 5.0, "executed_price": 99.5} | changes))
 
 
 def signal(**changes: Any) -> SignalEvent:
     fields: dict[str, Any] = {"symbol": "AAPL", "strategy_id": "mom-1"}
-    return SignalEvent(**(fields | {"signal_type": SignalType.BUY, "strength": 0.5} | changes))
+    return SignalEvent(**(fields | {"signal_type": SignalType.LONG, "strength": 0.5} | changes))
 
 
 def system(**changes: Any) -> SystemEvent:
@@ -82,12 +82,13 @@ def full_examples() -> list[Event]:
             **common,
         ),
         FillEvent(
-            fill_id="f-1", order_id="o-1", symbol="AAPL", side=OrderSide.BUY,
-            executed_qty=1.5, executed_price=99.75, commission=0.01, **common,
+            order_id="o-1", symbol="AAPL", executed_quantity=1.5, executed_price=99.75,
+            commission=0.01, commission_asset="USD", exchange="XNAS", trade_id="t-9",
+            fill_id="f-1", side=OrderSide.BUY, **common,
         ),
         SignalEvent(
-            symbol="AAPL", strategy_id="mom-1", signal_type=SignalType.HOLD, strength=-1.0,
-            target_price=120.0, **common,
+            symbol="AAPL", signal_type=SignalType.EXIT, strength=-1.0, strategy_id="mom-1",
+            reason="stop hit", target_price=120.0, stop_loss=95.0, take_profit=130.0, **common,
         ),
         SystemEvent(
             kind="clock_drift", severity=Severity.CRITICAL, message="drift 250 ms",
@@ -113,7 +114,7 @@ def test_enum_values_are_the_wire_values() -> None:
     assert [e.value for e in OrderStatus] == [
         "pending", "submitted", "partially_filled", "filled", "cancelled", "rejected",
     ]  # fmt: skip
-    assert [e.value for e in SignalType] == ["buy", "sell", "hold"]
+    assert [e.value for e in SignalType] == ["long", "short", "exit", "neutral"]
     assert [e.value for e in TimeInForce] == ["day", "gtc", "ioc", "fok"]
     assert [e.value for e in Severity] == ["info", "warning", "error", "critical"]
     assert all(isinstance(e, str) for e in EventType)
@@ -161,7 +162,7 @@ def test_defaults() -> None:
     assert first.event_id != second.event_id
     assert first.timestamp.utcoffset() == timedelta(0)
     assert before <= first.timestamp <= datetime.now(UTC)
-    assert first.source == "unknown"
+    assert first.source == ""
     assert first.metadata == {} and first.metadata is not second.metadata
     assert first.sequence is None
     assert abs(first.ts_ns - before.timestamp() * 1e9) < 60e9
@@ -172,9 +173,14 @@ def test_defaults() -> None:
     assert (o.order_type, o.status, o.time_in_force) == (
         OrderType.MARKET, OrderStatus.PENDING, TimeInForce.DAY,
     )  # fmt: skip
-    assert o.price is None and o.stop_price is None and o.strategy_id is None
-    f = fill()
-    assert uuid.UUID(f.fill_id).version == 4 and f.commission == 0.0
+    assert o.price is None and o.stop_price is None and o.strategy_id == ""
+    assert o.side is OrderSide.BUY
+    f = FillEvent(order_id="o-1", symbol="AAPL", executed_quantity=1.0, executed_price=2.0)
+    assert (f.commission, f.commission_asset, f.exchange, f.trade_id) == (0.0, "", "", "")
+    assert f.fill_id == "" and f.side is None
+    sig = SignalEvent(symbol="AAPL", strategy_id="mom-1")
+    assert (sig.signal_type, sig.strength, sig.reason) == (SignalType.NEUTRAL, 0.0, "")
+    assert sig.target_price is None and sig.stop_loss is None and sig.take_profit is None
     s = system()
     assert (s.severity, s.message, s.details, s.symbol) == (Severity.INFO, "", {}, "")
 
@@ -208,7 +214,7 @@ def test_events_are_frozen() -> None:
          "stop_limit orders require stop price"),
         (fill, {"order_id": ""}, "Order ID cannot be empty"),
         (fill, {"symbol": ""}, "Symbol cannot be empty"),
-        (fill, {"executed_qty": 0.0}, "Executed quantity must be positive"),
+        (fill, {"executed_quantity": 0.0}, "Executed quantity must be positive"),
         (fill, {"executed_price": -2.0}, "Executed price must be positive"),
         (fill, {"commission": -0.01}, "Commission cannot be negative"),
         (signal, {"symbol": ""}, "Symbol cannot be empty"),
@@ -230,7 +236,7 @@ def test_boundaries_that_are_valid() -> None:
     market(bid=100.0, ask=100.0, volume=0.0, bid_size=0.0, ask_size=0.0)
     signal(strength=-1.0)
     signal(strength=1.0)
-    signal(strength=0.0, signal_type=SignalType.HOLD)
+    signal(strength=0.0, signal_type=SignalType.NEUTRAL)
     fill(commission=0.0)
     order(order_type=OrderType.LIMIT, price=1.0)
     order(order_type=OrderType.STOP, stop_price=1.0)
@@ -254,13 +260,24 @@ def test_boundaries_that_are_valid() -> None:
         (market, {"ask_size": -1.0}, "Ask size cannot be negative"),
         (order, {"price": -1.0}, "Price must be positive"),
         (order, {"stop_price": 0.0}, "Stop price must be positive"),
-        (order, {"strategy_id": ""}, "Strategy ID cannot be empty"),
-        (fill, {"fill_id": ""}, "Fill ID cannot be empty"),
+        (order, {"strategy_id": "s\n"},
+         "Strategy ID contains control or non-printable characters: 's\\n'"),
+        (fill, {"fill_id": "f\t1"},
+         "Fill ID contains control or non-printable characters: 'f\\t1'"),
+        (fill, {"trade_id": "t" * 129}, "Trade ID is too long: 129 characters, at most 128"),
+        (fill, {"exchange": 5}, "Exchange must be a string, got int"),
+        (fill, {"commission_asset": "U\x00SD"},
+         "Commission asset contains control or non-printable characters: 'U\\x00SD'"),
+        (fill, {"side": "long"}, "side must be one of buy, sell, got 'long'"),
         (signal, {"target_price": 0.0}, "Target price must be positive"),
+        (signal, {"stop_loss": -1.0}, "Stop loss must be positive"),
+        (signal, {"take_profit": 0.0}, "Take profit must be positive"),
+        (signal, {"reason": None}, "reason must be a string, got NoneType"),
         (system, {"kind": ""}, "Kind cannot be empty"),
         (system, {"kind": "k" * 65}, "Kind is too long: 65 characters, at most 64"),
         (system, {"message": 5}, "message must be a string, got int"),
-        (market, {"source": ""}, "Source cannot be empty"),
+        (market, {"source": "feed\r"},
+         "Source contains control or non-printable characters: 'feed\\r'"),
         (market, {"event_id": ""}, "Event ID cannot be empty"),
         (market, {"event_id": "e" * 129}, "Event ID is too long: 129 characters, at most 128"),
         (market, {"event_id": "a\nb"},
@@ -289,8 +306,8 @@ def test_boundaries_that_are_valid() -> None:
          "order_type must be one of market, limit, stop, stop_limit, got 'iceberg'"),
         (order, {"time_in_force": "gtd"},
          "time_in_force must be one of day, gtc, ioc, fok, got 'gtd'"),
-        (signal, {"signal_type": "short"},
-         "signal_type must be one of buy, sell, hold, got 'short'"),
+        (signal, {"signal_type": "buy"},
+         "signal_type must be one of long, short, exit, neutral, got 'buy'"),
         (system, {"severity": "fatal"},
          "severity must be one of info, warning, error, critical, got 'fatal'"),
     ],
@@ -302,8 +319,9 @@ def test_extra_rules(build: Any, changes: dict[str, Any], message: str) -> None:
 NUMBER_FIELDS = [
     (market, "price"), (market, "volume"), (market, "bid"), (market, "ask"),
     (market, "bid_size"), (market, "ask_size"), (order, "quantity"), (order, "price"),
-    (order, "stop_price"), (fill, "executed_qty"), (fill, "executed_price"),
+    (order, "stop_price"), (fill, "executed_quantity"), (fill, "executed_price"),
     (fill, "commission"), (signal, "strength"), (signal, "target_price"),
+    (signal, "stop_loss"), (signal, "take_profit"),
 ]  # fmt: skip
 
 
@@ -321,7 +339,7 @@ def test_bools_and_other_types_are_never_numbers(build: Any, name: str, value: o
 
 @pytest.mark.parametrize(
     ("build", "name"),
-    [(market, "price"), (market, "volume"), (order, "quantity"), (fill, "executed_qty"),
+    [(market, "price"), (market, "volume"), (order, "quantity"), (fill, "executed_quantity"),
      (fill, "executed_price"), (fill, "commission"), (signal, "strength")],
 )  # fmt: skip
 def test_required_numbers_cannot_be_none(build: Any, name: str) -> None:
@@ -339,7 +357,7 @@ def test_enum_values_given_as_strings_become_members() -> None:
                   time_in_force="gtc")  # fmt: skip
     assert event.side is OrderSide.SELL and event.order_type is OrderType.LIMIT
     assert event.status is OrderStatus.FILLED and event.time_in_force is TimeInForce.GTC
-    assert signal(signal_type="sell").signal_type is SignalType.SELL
+    assert signal(signal_type="short").signal_type is SignalType.SHORT
     assert system(severity="error").severity is Severity.ERROR
 
 
@@ -464,7 +482,9 @@ def test_from_dict_on_a_subclass_needs_no_event_type() -> None:
          "^Price must be positive$"),
         (Event, {"event_type": "market_data", "symbol": "X", "price": True},
          r"Expected `float`, got `bool` - at `\$.price`"),
-        (Event, {"event_type": "market_data", "symbol": "X"}, "missing required field `price`"),
+        (Event, {"event_type": "market_data", "symbol": "X"}, "^Price must be positive$"),
+        (Event, {"event_type": "order", "symbol": "X", "quantity": 1},
+         "^Order ID cannot be empty$"),
         (Event, {"event_type": "market_data", "symbol": "X", "price": 1.0, "px": 1},
          "unknown field `px`"),
         (Event, {"event_type": "market_data", "symbol": "X", "price": 1.0,

@@ -51,6 +51,18 @@ def test_foreign_entries_are_skipped_and_reported_the_rest_kept() -> None:
     assert "no 'event' field" in page.undecodable[0][1]
 
 
+def test_entries_logged_before_the_contract_still_replay() -> None:
+    old_fill = (b'{"event_type":"fill","event_id":"f-1","timestamp":"2024-03-01T12:00:00Z",'
+                b'"source":"venue","metadata":{},"sequence":3,"ts_ns":5,"fill_id":"x-1",'
+                b'"order_id":"o-1","symbol":"AAPL","side":"buy","executed_qty":2.0,'
+                b'"executed_price":10.0,"commission":0.0}')
+    old_signal = old_fill.replace(b'"event_type":"fill"', b'"event_type":"signal"')
+    page = decode_page("fill", [[b"1-0", [b"event", old_fill]], [b"2-0", [b"event", old_signal]]])
+    assert [(e.event_id, getattr(e, "executed_quantity", None)) for e in page.events] == [
+        ("f-1", 2.0)]
+    assert [entry_id for entry_id, _ in page.undecodable] == ["2-0"]
+
+
 def test_replies_decoded_to_text_work_too() -> None:
     reply = [["5-1", ["event", encode_event(tick(1)).decode()]]]
     assert decode_page("market_data", reply).entry_ids == ["5-1"]

@@ -22,7 +22,7 @@ TICK = MarketDataEvent(symbol="AAPL", price=150.0, volume=10.0, bid=149.9, ask=1
                        timestamp=datetime(2025, 3, 1, 14, 30, tzinfo=UTC))
 ORDER = OrderEvent(order_id="o-1", symbol="MSFT", side=OrderSide.BUY, quantity=200,
                    order_type=OrderType.LIMIT, price=99.5, source="oms")
-SIGNAL = SignalEvent(symbol="AAPL", strategy_id="mom", signal_type=SignalType.SELL,
+SIGNAL = SignalEvent(symbol="AAPL", strategy_id="mom", signal_type=SignalType.SHORT,
                      strength=-0.5)
 
 
@@ -65,7 +65,7 @@ def test_expressions_on_market_data(expression: str, expected: bool) -> None:
 
 def test_enum_fields_compare_with_their_values() -> None:
     assert matches("side == 'buy' and order_type == 'limit'", ORDER)
-    assert matches("signal_type == 'sell' and strength < 0", SIGNAL)
+    assert matches("signal_type == 'short' and strength < 0", SIGNAL)
 
 
 def test_a_field_the_event_lacks_is_false_not_an_error() -> None:

@@ -10,6 +10,7 @@ from silvertine_streams.demo.trading.lifecycle import (
     RejectCode,
     Rejection,
     Transition,
+    fill_key,
 )
 from silvertine_streams.events import (
     FillEvent,
@@ -34,7 +35,7 @@ def _order(status: OrderStatus = S.PENDING, order_id: str = "o1", qty: float = 1
 def _fill(qty: float, price: float = 10.0, order_id: str = "o1", fill_id: str | None = None,
           **changes: object) -> FillEvent:
     fields: dict[str, object] = {
-        "order_id": order_id, "symbol": "AAPL", "side": OrderSide.BUY, "executed_qty": qty,
+        "order_id": order_id, "symbol": "AAPL", "side": OrderSide.BUY, "executed_quantity": qty,
         "executed_price": price, "commission": 0.1, **changes}
     if fill_id is not None:
         fields["fill_id"] = fill_id
@@ -160,6 +161,30 @@ def test_redelivered_events_and_repeated_fill_ids() -> None:
     _rejected(lifecycle.apply(_fill(10, fill_id="f1")), RejectCode.DUPLICATE_FILL)
     snap = lifecycle.get("o1")
     assert snap is not None and snap.filled_qty == 10
+
+
+def test_a_re_sent_trade_id_is_a_duplicate_fill() -> None:
+    lifecycle = _working()
+    assert isinstance(lifecycle.apply(_fill(10, trade_id="T-1", fill_id="f1")), Transition)
+    reason = _rejected(lifecycle.apply(_fill(10, trade_id="T-1", fill_id="f2")),
+                       RejectCode.DUPLICATE_FILL).reason
+    assert reason == "fill T-1 of order o1 was already applied"
+    assert isinstance(lifecycle.apply(_fill(10, trade_id="T-2", fill_id="f1")), Transition)
+
+
+def test_fill_key_prefers_the_trade_id_then_the_fill_id_then_the_event_id() -> None:
+    assert fill_key(_fill(1, trade_id="T", fill_id="F")) == "T"
+    assert fill_key(_fill(1, fill_id="F")) == "F"
+    bare = _fill(1)
+    assert fill_key(bare) == bare.event_id
+
+
+def test_a_fill_without_a_side_takes_its_orders() -> None:
+    lifecycle = _working()
+    contract_fill = FillEvent(order_id="o1", symbol="AAPL", executed_quantity=100.0,
+                              executed_price=10.0, trade_id="T-9")
+    outcome = lifecycle.apply(contract_fill)
+    assert isinstance(outcome, Transition) and outcome.after is S.FILLED
 
 
 def test_mismatched_updates_and_fills() -> None:

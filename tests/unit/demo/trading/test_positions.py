@@ -12,7 +12,7 @@ BUY, SELL = OrderSide.BUY, OrderSide.SELL
 
 def _fill(side: OrderSide, qty: float, price: float, commission: float = 0.0,
           symbol: str = "AAPL") -> FillEvent:
-    return FillEvent(order_id="o", symbol=symbol, side=side, executed_qty=qty,
+    return FillEvent(order_id="o", symbol=symbol, side=side, executed_quantity=qty,
                      executed_price=price, commission=commission)
 
 
@@ -25,6 +25,16 @@ def test_buys_average_their_cost() -> None:
     assert position.realized_pnl == 0.0
     assert position.commission == 1.5
     assert position.fills == 2
+
+
+def test_a_fill_without_a_side_trades_its_orders_side() -> None:
+    positions = Positions()
+    unsided = FillEvent(order_id="o", symbol="AAPL", executed_quantity=40, executed_price=10.0)
+    assert positions.on_fill(unsided, SELL).quantity == -40
+    assert positions.on_fill(_fill(BUY, 10, 10.0), SELL).quantity == -30  # its own side wins
+    with pytest.raises(ValueError, match="has no side: pass its order's"):
+        positions.on_fill(unsided)
+    assert positions.quantity("AAPL") == -30
 
 
 def test_selling_part_realises_against_the_average_and_keeps_it() -> None:

@@ -27,21 +27,21 @@ class Clock:
         return self.t
 
 
-def _signal(kind: SignalType = SignalType.BUY, price: float | None = 100.0,
+def _signal(kind: SignalType = SignalType.LONG, price: float | None = 100.0,
             symbol: str = "AAPL") -> SignalEvent:
     return SignalEvent(symbol=symbol, strategy_id="ma-cross", signal_type=kind,
-                       strength=0.5 if kind is SignalType.BUY else -0.5, target_price=price)
+                       strength=0.5 if kind is SignalType.LONG else -0.5, target_price=price)
 
 
 def _fill(side: OrderSide, qty: float, price: float = 100.0, symbol: str = "AAPL") -> FillEvent:
-    return FillEvent(order_id="x", symbol=symbol, side=side, executed_qty=qty,
+    return FillEvent(order_id="x", symbol=symbol, side=side, executed_quantity=qty,
                      executed_price=price)
 
 
 LOOSE = RiskLimits(max_position=1000, max_notional=1e9, max_orders_per_s=1e6, default_qty=100)
 
 
-def test_buy_signal_becomes_a_pending_limit_order_at_the_target() -> None:
+def test_long_signal_becomes_a_pending_limit_order_at_the_target() -> None:
     signal = _signal()
     order = RiskCheck(LOOSE, Positions(), now=Clock()).on_signal(signal)
     assert isinstance(order, OrderEvent)
@@ -52,11 +52,39 @@ def test_buy_signal_becomes_a_pending_limit_order_at_the_target() -> None:
     assert order.source == "demo-risk"
 
 
-def test_sell_signal_sells_and_hold_produces_nothing() -> None:
+def test_short_signal_sells_and_neutral_produces_nothing() -> None:
     risk = RiskCheck(LOOSE, Positions(), now=Clock())
-    order = risk.on_signal(_signal(SignalType.SELL))
+    order = risk.on_signal(_signal(SignalType.SHORT))
     assert isinstance(order, OrderEvent) and order.side is OrderSide.SELL
-    assert risk.on_signal(_signal(SignalType.HOLD)) is None
+    assert risk.on_signal(_signal(SignalType.NEUTRAL)) is None
+    assert risk.issued == 1
+
+
+@pytest.mark.parametrize(
+    ("held", "side"), [(OrderSide.BUY, OrderSide.SELL), (OrderSide.SELL, OrderSide.BUY)]
+)
+def test_exit_signal_closes_the_whole_position(held: OrderSide, side: OrderSide) -> None:
+    positions = Positions()
+    positions.on_fill(_fill(held, 250))
+    risk = RiskCheck(LOOSE, positions, now=Clock())
+    order = risk.on_signal(_signal(SignalType.EXIT))
+    assert isinstance(order, OrderEvent)
+    assert (order.side, order.quantity, order.order_type, order.price) == (
+        side, 250.0, OrderType.LIMIT, 100.0)
+
+
+def test_exit_signal_when_flat_produces_nothing() -> None:
+    risk = RiskCheck(LOOSE, Positions(), now=Clock())
+    assert risk.on_signal(_signal(SignalType.EXIT)) is None
+    assert risk.issued == 0 and not risk.refused
+
+
+def test_exit_of_an_over_limit_book_is_not_refused_for_size() -> None:
+    positions = Positions()
+    positions.on_fill(_fill(OrderSide.SELL, 5000))
+    order = RiskCheck(LOOSE, positions, now=Clock()).on_signal(_signal(SignalType.EXIT))
+    assert isinstance(order, OrderEvent) and order.side is OrderSide.BUY
+    assert order.quantity == 5000.0
 
 
 def test_order_ids_are_deterministic_and_unique() -> None:
@@ -80,13 +108,13 @@ def test_position_limit_refuses_growth_but_not_reduction() -> None:
     positions = Positions()
     positions.on_fill(_fill(OrderSide.BUY, 950))
     risk = RiskCheck(LOOSE, positions, now=Clock())
-    refused = _refusal(risk.on_signal(_signal(SignalType.BUY)), "max_position")
+    refused = _refusal(risk.on_signal(_signal(SignalType.LONG)), "max_position")
     assert refused.details["projected_position"] == 1050.0
     assert refused.details["limit"] == 1000
     assert refused.symbol == "AAPL"
     assert "refused buy 100 AAPL @ 100" in refused.message
     assert "1050" in refused.message and "1000" in refused.message
-    assert isinstance(risk.on_signal(_signal(SignalType.SELL)), OrderEvent)
+    assert isinstance(risk.on_signal(_signal(SignalType.SHORT)), OrderEvent)
     assert risk.refused["max_position"] == 1 and risk.issued == 1
 
 
@@ -94,15 +122,15 @@ def test_short_side_is_limited_too() -> None:
     positions = Positions()
     positions.on_fill(_fill(OrderSide.SELL, 1000))
     risk = RiskCheck(LOOSE, positions, now=Clock())
-    _refusal(risk.on_signal(_signal(SignalType.SELL)), "max_position")
-    assert isinstance(risk.on_signal(_signal(SignalType.BUY)), OrderEvent)
+    _refusal(risk.on_signal(_signal(SignalType.SHORT)), "max_position")
+    assert isinstance(risk.on_signal(_signal(SignalType.LONG)), OrderEvent)
 
 
 def test_an_over_limit_book_may_still_reduce() -> None:
     positions = Positions()
     positions.on_fill(_fill(OrderSide.BUY, 5000))
     risk = RiskCheck(LOOSE, positions, now=Clock())
-    assert isinstance(risk.on_signal(_signal(SignalType.SELL)), OrderEvent)
+    assert isinstance(risk.on_signal(_signal(SignalType.SHORT)), OrderEvent)
 
 
 def test_notional_limit_at_the_order_price() -> None:

@@ -23,11 +23,11 @@ def test_no_signal_until_the_slow_window_is_full_and_a_side_is_known() -> None:
     assert _run(strategy, [100.0, 101.0, 102.0, 103.0, 104.0]) == [None] * 5
 
 
-def test_cross_below_then_above_gives_sell_then_buy() -> None:
+def test_cross_below_then_above_gives_short_then_long() -> None:
     strategy = MovingAverageCrossover(fast=2, slow=4, strategy_id="s1", strength_scale=0.01)
     out = _run(strategy, [100.0, 101.0, 102.0, 103.0, 90.0, 90.0, 110.0, 120.0])
     signals = [(i, s.signal_type) for i, s in enumerate(out) if s is not None]
-    assert signals == [(4, SignalType.SELL), (6, SignalType.BUY)]
+    assert signals == [(4, SignalType.SHORT), (6, SignalType.LONG)]
     sell, buy = out[4], out[6]
     assert sell is not None and buy is not None
     assert -1.0 <= sell.strength < 0.0 < buy.strength <= 1.0
@@ -35,13 +35,15 @@ def test_cross_below_then_above_gives_sell_then_buy() -> None:
     assert buy.target_price == pytest.approx(110.0)
     assert buy.strategy_id == "s1" and buy.symbol == "AAPL"
     assert buy.metadata["fast_ma"] > buy.metadata["slow_ma"]
+    assert sell.reason == "fast MA(2) crossed below slow MA(4)"
+    assert buy.reason == "fast MA(2) crossed above slow MA(4)"
 
 
 def test_strength_is_the_clipped_normalised_distance() -> None:
     strategy = MovingAverageCrossover(fast=1, slow=2, strength_scale=0.1)
     _run(strategy, [100.0, 99.0])  # fast below slow
     small = strategy.on_tick(_md(99.2))  # fast 99.2 vs slow 99.1
-    assert small is not None and small.signal_type is SignalType.BUY
+    assert small is not None and small.signal_type is SignalType.LONG
     assert small.strength == pytest.approx((99.2 - 99.1) / (99.1 * 0.1))
     strategy = MovingAverageCrossover(fast=1, slow=2, strength_scale=0.001)
     _run(strategy, [100.0, 99.0])

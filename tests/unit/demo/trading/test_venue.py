@@ -26,7 +26,7 @@ def _order(n: int = 1, side: OrderSide = OrderSide.BUY, qty: float = 100.0,
 
 def _shape(events: list) -> list[tuple[object, ...]]:
     return [(e.status,) if isinstance(e, OrderEvent)
-            else (e.fill_id, e.executed_qty, e.executed_price) for e in events]
+            else (e.trade_id, e.executed_quantity, e.executed_price) for e in events]
 
 
 def test_accepted_order_is_submitted_then_filled_in_full() -> None:
@@ -40,9 +40,11 @@ def test_accepted_order_is_submitted_then_filled_in_full() -> None:
         assert ack.order_id == order.order_id and ack.event_id != order.event_id
         assert ack.source == "demo-venue"
         assert 1 <= len(fills) == len(events) - 1 <= 3
-        assert math.fsum(f.executed_qty for f in fills) == order.quantity
-        assert all(f.executed_qty.is_integer() and f.executed_qty > 0 for f in fills)
-        assert len({f.fill_id for f in fills}) == len(fills)
+        assert math.fsum(f.executed_quantity for f in fills) == order.quantity
+        assert all(f.executed_quantity.is_integer() and f.executed_quantity > 0 for f in fills)
+        assert [f.trade_id for f in fills] == [f"o-{n}-{i}" for i in range(1, len(fills) + 1)]
+        assert all((f.exchange, f.commission_asset, f.side) == ("SIM", "USD", order.side)
+                   for f in fills)
 
 
 def test_limit_prices_are_never_worse_than_the_limit() -> None:
@@ -73,14 +75,14 @@ def test_commission_and_latency_metadata() -> None:
     assert latencies == sorted(latencies) and 1.0 <= latencies[0] <= 2.0
     for fill in events[1:]:
         assert isinstance(fill, FillEvent)
-        assert fill.commission == pytest.approx(0.01 * fill.executed_qty)
+        assert fill.commission == pytest.approx(0.01 * fill.executed_quantity)
 
 
 def test_fractional_quantities_split_exactly() -> None:
     venue = SimulatedVenue(seed=5, reject_probability=0.0)
     for n in range(100):
         fills = [f for f in venue.on_order(_order(n, qty=0.37)) if isinstance(f, FillEvent)]
-        assert sum(f.executed_qty for f in fills) == pytest.approx(0.37, abs=1e-12)
+        assert sum(f.executed_quantity for f in fills) == pytest.approx(0.37, abs=1e-12)
 
 
 def test_same_seed_same_answers() -> None:
@@ -116,7 +118,7 @@ def test_cancel_withdraws_the_unfilled_rest() -> None:
         events = venue.on_order(_order(n))
         cancel = events[-1]
         assert isinstance(cancel, OrderEvent) and cancel.status is OrderStatus.CANCELLED
-        filled = sum(e.executed_qty for e in events if isinstance(e, FillEvent))
+        filled = sum(e.executed_quantity for e in events if isinstance(e, FillEvent))
         assert filled < 100.0
         assert cancel.metadata["unfilled_qty"] == pytest.approx(100.0 - filled)
 
