@@ -72,6 +72,24 @@ class CredentialsRefused(ServerUnavailable):
     """A server answered but refused our user or password (never shown)."""
 
 
+class UnsafeServer(SilvertineError):
+    """A server runs with a setting under which our guarantees do not hold.
+
+    Attributes:
+        server: which server (``redis`` or ``kafka``) and where, password hidden.
+        setting: the server's setting to change.
+        found: its current value.
+        needed: the value we need, and why.
+    """
+
+    def __init__(self, server: str, setting: str, found: str, needed: str) -> None:
+        self.server = redact(server)
+        self.setting = setting
+        self.found = found
+        self.needed = needed
+        super().__init__(f"{self.server} runs with {setting} {found!r}; set {setting} {needed}")
+
+
 class EmbeddedServerError(SilvertineError):
     """An embedded server (Tansu or redis-server) failed to start or stop.
 

@@ -248,6 +248,11 @@ class Settings(BaseSettings):
         default=10.0, gt=0, le=600, description="consumer group session timeout"
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    allow_unsafe_redis: bool = Field(
+        default=False,
+        description="start even when Redis runs without AOF, with an eviction policy, or in "
+        "cluster mode (a warning instead of a refusal; the log may then lose events)",
+    )
     stop_timeout_s: float = Field(
         default=30.0, gt=0, le=3600,
         description="how long `silvertine worker` lets its worker drain and commit after "

@@ -3,7 +3,7 @@
 | status | class | what to do |
 |---|---|---|
 | 1 | any other error of ours | read the line |
-| 2 | a setting (bad value, unknown variable, half-set servers) | fix the variable it names |
+| 2 | a setting: ours (bad, unknown, half-set URLs) or Redis's (unsafe) | fix what it names |
 | 3 | a server did not answer (Kafka or Redis) | start it, or raise ``SILVERTINE_STARTUP_WAIT_S`` |
 | 4 | a server refused our credentials | fix the user or password |
 | 5 | an existing topic has another partition count | align ``SILVERTINE_PARTITIONS`` |
@@ -28,6 +28,7 @@ from silvertine_streams.errors import (
     ServerUnavailable,
     SilvertineError,
     TopicMismatch,
+    UnsafeServer,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -48,6 +49,7 @@ STARTUP_FAILURE_EXITS = frozenset({
 # Most specific first: CredentialsRefused is a ServerUnavailable.
 _EXITS: tuple[tuple[type[SilvertineError], int], ...] = (
     (ConfigError, CONFIG_ERROR_EXIT),
+    (UnsafeServer, CONFIG_ERROR_EXIT),
     (CredentialsRefused, CREDENTIALS_REFUSED_EXIT),
     (ServerUnavailable, SERVER_UNAVAILABLE_EXIT),
     (TopicMismatch, TOPIC_MISMATCH_EXIT),

@@ -3,8 +3,9 @@
 * :func:`choose_servers`: your servers when both URLs are set; the embedded
   stack when neither is (said in one line); refused when only one is, so a
   missing or misspelt URL never silently runs against a private stack.
-* :func:`check_servers`: Redis answers PING, Kafka answers and our topics have
-  the configured partitions; for up to ``SILVERTINE_STARTUP_WAIT_S`` while a
+* :func:`check_servers`: Redis answers PING and runs with settings under which
+  the canonical log is safe (:func:`redis_risks`), Kafka answers and our topics
+  have the configured partitions; for up to ``SILVERTINE_STARTUP_WAIT_S`` while a
   server does not answer yet (compose start-up order). Failures are one
   :class:`~silvertine_streams.errors.SilvertineError` naming the server, and the
   client libraries' own retry logging stays quiet unless ``--debug``.
@@ -20,7 +21,12 @@ from collections.abc import Iterator
 
 import click
 
-from silvertine_streams.errors import ConfigError, CredentialsRefused, ServerUnavailable
+from silvertine_streams.errors import (
+    ConfigError,
+    CredentialsRefused,
+    ServerUnavailable,
+    UnsafeServer,
+)
 from silvertine_streams.settings import Settings
 
 _QUIET_LOGGERS = ("aiokafka", "kafka", "redis")
@@ -69,7 +75,7 @@ async def check_servers(settings: Settings, *, debug: bool = False) -> None:
     with _quiet(not debug):
         while True:
             try:
-                await _ping_redis(settings)
+                await _check_redis(settings)
                 await ensure_topics(settings, timeout_s=5.0)
                 return
             except CredentialsRefused:
@@ -82,8 +88,47 @@ async def check_servers(settings: Settings, *, debug: bool = False) -> None:
                 await asyncio.sleep(min(_RETRY_PAUSE_S, remaining))
 
 
-async def _ping_redis(settings: Settings) -> None:
-    """PING Redis once, with short timeouts."""
+REDIS_NEEDS: tuple[tuple[str, str, str, str], ...] = (
+    # (INFO field, redis.conf setting, value needed, why)
+    ("aof_enabled", "appendonly", "1",
+     "yes: without AOF a logged, committed event vanishes on a Redis restart"),
+    ("maxmemory_policy", "maxmemory-policy", "noeviction",
+     "noeviction: any eviction policy can drop log entries or dedupe-index buckets (they "
+     "expire, so volatile-* policies evict them too), and a dropped bucket logs events twice"),
+    ("redis_mode", "cluster-enabled", "standalone",
+     "no: the log sink's script writes several keys at once, which Redis Cluster refuses"),
+)
+"""What a Redis must run with for the guarantees to hold."""
+
+
+def redis_risks(info: dict[str, object]) -> list[tuple[str, str, str]]:
+    """The settings in ``info`` (Redis ``INFO``) that break a guarantee.
+
+    Returns:
+        (setting, its value, what is needed and why) for each.
+    """
+    risks = []
+    for field, setting, wanted, why in REDIS_NEEDS:
+        found = str(info.get(field, ""))
+        if found != wanted:
+            shown = {"aof_enabled": {"0": "no", "1": "yes"}}.get(field, {}).get(found, found)
+            risks.append((setting, shown, why))
+    return risks
+
+
+async def _check_redis(settings: Settings) -> None:
+    """PING Redis, then refuse settings that break the guarantees (or warn, when allowed)."""
+    info = await _ping_redis(settings)
+    for setting, found, needed in redis_risks(info):
+        error = UnsafeServer(f"Redis at {settings.redis_url}", setting, found,
+                             f"{needed} (or SILVERTINE_ALLOW_UNSAFE_REDIS=true)")
+        if not settings.allow_unsafe_redis:
+            raise error
+        click.echo(f"silvertine: warning: {error}", err=True)
+
+
+async def _ping_redis(settings: Settings) -> dict[str, object]:
+    """PING Redis once, with short timeouts; return its ``INFO`` (server, persistence, memory)."""
     import redis.asyncio as aioredis
     from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
@@ -91,6 +136,10 @@ async def _ping_redis(settings: Settings) -> None:
                                      socket_connect_timeout=5.0, retry_on_timeout=False)
     try:
         await client.ping()
+        info: dict[str, object] = {}
+        for section in ("server", "persistence", "memory"):
+            info.update(await client.info(section))
+        return info
     except AuthenticationError as exc:
         raise CredentialsRefused(str(settings.redis_url), "user or password refused") from exc
     except ResponseError as exc:

@@ -6,6 +6,7 @@ redis-server and nothing on the Kafka side, or nothing at all.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 from silvertine_streams.settings import Settings
 from tests.helpers import wait_for
@@ -111,3 +113,26 @@ def test_a_worker_that_crashes_after_starting_is_restarted_and_counted(
     [again] = children_of(worker.pid)
     assert again != child
     assert "worker exited with status 137; restarting in 1s" in worker.log_path.read_text()
+
+
+async def test_a_redis_that_may_evict_is_refused_unless_allowed(
+        stack_settings: Settings, redis_client: Redis, tmp_path: Path) -> None:
+    port = free_port()
+    env = {"SILVERTINE_REDIS_URL": str(stack_settings.redis_url),
+           "SILVERTINE_KAFKA_URL": f"kafka://127.0.0.1:{port}"}
+    # The session's Redis, changed for this test only and put back whatever happens.
+    await redis_client.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        refused, _ = await asyncio.to_thread(start_worker, env, tmp_path)
+        allowed, _ = await asyncio.to_thread(
+            start_worker, {**env, "SILVERTINE_ALLOW_UNSAFE_REDIS": "true"}, tmp_path)
+    finally:
+        await redis_client.config_set("maxmemory-policy", "noeviction")
+    lines = lines_of(refused)
+    assert refused.returncode == 2, lines
+    assert len(lines) == 1 and "maxmemory-policy 'allkeys-lru'" in lines[0], lines
+    assert "SILVERTINE_ALLOW_UNSAFE_REDIS" in lines[0]
+    # Allowed: a warning, then it goes on to Kafka (absent here: status 3).
+    lines = lines_of(allowed)
+    assert allowed.returncode == 3, lines
+    assert lines[0].startswith("silvertine: warning:") and "maxmemory-policy" in lines[0]
