@@ -123,21 +123,66 @@ def decode_event(data: bytes) -> Event:
         raise InvalidEvent(_describe(exc, data), bytes(data)) from exc
 
 
-def decode_message(data: bytes, expected_type: EventType | None = None) -> DecodedMessage:
+MAX_EVENT_BYTES = 64 * 1024
+"""Default bound of one event's JSON (``SILVERTINE_MAX_EVENT_BYTES``)."""
+MAX_MESSAGE_BYTES = 1024 * 1024
+"""Default bound of one message or envelope (``SILVERTINE_MAX_MESSAGE_BYTES``)."""
+PREVIEW_BYTES = 1024
+"""How much of an oversize payload a dead letter keeps (so the DLQ copy always fits)."""
+
+
+def decode_message(data: bytes, expected_type: EventType | None = None, *,
+                   max_event_bytes: int = MAX_EVENT_BYTES,
+                   max_message_bytes: int = MAX_MESSAGE_BYTES) -> DecodedMessage:
     """Decode a message holding one event or a batch envelope of events.
 
     Args:
         data: the message value as received.
         expected_type: if given, events of any other type are rejected.
+        max_event_bytes: an event's JSON longer than this is rejected as ``too_large``.
+        max_message_bytes: a message longer than this is rejected whole as ``too_large``.
 
     Returns:
         The valid events and the rejects, each in message order; an envelope
-        with a bad event loses only that event. Never raises for bad input.
+        with a bad event loses only that event. Never raises, whatever ``data``
+        holds (too big, too deep, not UTF-8, not JSON): what cannot be decoded
+        is a reject with a reason (``internal:`` for what we did not foresee).
     """
+    if len(data) > max_message_bytes:
+        return DecodedMessage(events=[], rejects=[too_large(data, "message", max_message_bytes)])
+    try:
+        decoded = _decode_checked(data, expected_type, max_event_bytes)
+    except RecursionError:
+        # msgspec raises it (not DecodeError) on JSON nested ~1,000 levels deep.
+        return DecodedMessage(events=[], rejects=[Rejected(
+            bytes(data), "too_deep: the JSON is nested too deeply to be an event")])
+    except Exception as exc:  # noqa: BLE001 - no message may stop or bypass the pipeline
+        return DecodedMessage(events=[], rejects=[Rejected(
+            _bounded(data), f"internal: {type(exc).__name__} while decoding: {exc}"[:500])])
+    return decoded
+
+
+def too_large(data: bytes, what: str, limit: int) -> Rejected:
+    """A reject for an oversize payload: its size and digest, and a bounded preview."""
+    digest = hashlib.sha256(data).hexdigest()
+    return Rejected(_bounded(data), f"too_large: {what} of {len(data)} bytes is over the "
+                                    f"{limit}-byte limit (sha256 {digest}; payload shortened)")
+
+
+def _bounded(data: bytes) -> bytes:
+    return bytes(data[:PREVIEW_BYTES])
+
+
+def _decode_checked(data: bytes, expected_type: EventType | None,
+                    max_event_bytes: int) -> DecodedMessage:
+    """Decode ``data`` (under the message bound), rejecting events over ``max_event_bytes``."""
+    if len(data) > max_event_bytes:
+        # Only a message this long can hold an event this long: check each event.
+        return _decode_each(data, expected_type, max_event_bytes)
     try:
         decoded = _MESSAGE_DECODER.decode(data)
     except msgspec.DecodeError:
-        return _decode_each(data, expected_type)
+        return _decode_each(data, expected_type, max_event_bytes)
     enveloped = type(decoded) is list
     events: list[Event] = decoded if enveloped else [decoded]
     # One C-level pass over the types; the per-event split only when it fails.
@@ -164,7 +209,8 @@ def content_fingerprint(event: Event) -> str:
     return hashlib.blake2b(encoded, digest_size=8).hexdigest()
 
 
-def _decode_each(data: bytes, expected_type: EventType | None) -> DecodedMessage:
+def _decode_each(data: bytes, expected_type: EventType | None,
+                 max_event_bytes: int = MAX_EVENT_BYTES) -> DecodedMessage:
     """Slow path: isolate each event of the message and decode it on its own."""
     pieces: list[bytes | msgspec.Raw]
     top_level = False
@@ -183,6 +229,9 @@ def _decode_each(data: bytes, expected_type: EventType | None) -> DecodedMessage
             top_level = True
     result = DecodedMessage(events=[], rejects=[])
     for piece in pieces:
+        if len(piece) > max_event_bytes:
+            result.rejects.append(too_large(bytes(piece), "event", max_event_bytes))
+            continue
         try:
             event = _decode_one(piece)
         except msgspec.DecodeError as exc:
