@@ -27,9 +27,6 @@ FACTORIES = frozenset({"kafka/clients.py", "redis/clients.py"})
 ALLOWED: dict[str, str] = {
     # Wraps the connection pool of a client the factory built; opens nothing new.
     "replay/reader.py": "Redis",
-    # TODO(agents refactor): remove this entry once agents/worker.py builds its
-    # client with redis_client(settings, role="worker") (left to the agents rewrite).
-    "agents/worker.py": "Redis.from_url",
 }
 """Known exceptions: module (relative to the package) -> the one call it may make."""
 
