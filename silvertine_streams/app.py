@@ -32,6 +32,7 @@ from mode.utils.queues import FlowControlEvent
 
 from silvertine_streams.handlers import HandlerRegistry
 from silvertine_streams.kafka.admin import ensure_topics
+from silvertine_streams.kafka.clients import client_id, kafka_credentials
 from silvertine_streams.settings import FAUST_ENV_PREFIX, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -195,6 +196,9 @@ def create_app(settings: Settings) -> SilvertineApp:
     app = SilvertineApp(
         settings,
         broker=settings.kafka_url,
+        # Security comes from the one seam every other client uses too.
+        broker_credentials=kafka_credentials(settings),
+        broker_client_id=client_id("worker"),
         store=settings.table_store,
         datadir=str(datadir),
         env_prefix=FAUST_ENV_PREFIX,

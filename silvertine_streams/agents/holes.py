@@ -21,6 +21,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types.tuples import ConsumerMessage
 
+from silvertine_streams.kafka.clients import kafka_consumer
 from silvertine_streams.settings import Settings
 
 
@@ -35,10 +36,8 @@ class HoleFiller:
     async def fetch(self, topic: str, partition: int, start: int, end: int) -> list[Any]:
         """Return the records at offsets ``start`` .. ``end - 1`` (fewer on timeout)."""
         if self._consumer is None:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._settings.kafka_bootstrap, group_id=None,
-                enable_auto_commit=False, fetch_max_wait_ms=self._settings.fetch_wait_ms,
-            )
+            # Group-less, no commits, the settings' fetch wait: the factory's defaults.
+            consumer = kafka_consumer(self._settings, role="hole-filler")
             await consumer.start()
             self._consumer = consumer
         consumer = self._consumer

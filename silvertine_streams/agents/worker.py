@@ -36,6 +36,7 @@ from silvertine_streams.observability.metrics import (
     register_sink_retries,
     serve_metrics,
 )
+from silvertine_streams.redis.clients import redis_client
 from silvertine_streams.sinks.dead_letters import DeadLetter, DeadLetterSink
 from silvertine_streams.tables import sequence_table
 from silvertine_streams.topics import DLQ_TOPIC, event_topic
@@ -57,9 +58,7 @@ def register_agents(app: SilvertineApp) -> Engine:
     in-process lanes cannot (they only reorder work that already arrived).
     """
     settings = app.settings
-    redis = aioredis.Redis.from_url(
-        str(settings.redis_url), socket_timeout=5.0, socket_connect_timeout=5.0
-    )
+    redis = redis_client(settings, role="worker")
     dead_letter_sink = DeadLetterSink(redis, retry_max_s=settings.sink_retry_max_s)
     outbox = Outbox(dead_letter_sink, *_kafka_senders(app))
     clock = _register_clock(app, outbox)

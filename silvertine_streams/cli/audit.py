@@ -63,7 +63,7 @@ def audit(event_id: str, types: tuple[str, ...], scan_limit: int, since: str | N
         if kafka and coordinates is not None:
             try:
                 report.kafka_timestamp_ms = await asyncio.wait_for(
-                    kafka_timestamp(settings.kafka_bootstrap, coordinates), 10)
+                    kafka_timestamp(settings, coordinates), 10)
             except (TimeoutError, OSError, KafkaError) as exc:
                 # An extra: the audit stands without the Kafka timestamp.
                 report.notes.append(f"Kafka lookup failed: {exc!r}")

@@ -84,10 +84,10 @@ def run(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 async def with_redis(settings: Settings, body: Callable[[Redis], Awaitable[T]]) -> T:
     """Call ``body`` with a Redis client for ``settings.redis_url``; close it afterwards."""
-    from redis.asyncio import Redis
+    from silvertine_streams.redis.clients import redis_client
 
-    assert settings.redis_url is not None
-    client = Redis.from_url(settings.redis_url, socket_timeout=30, socket_connect_timeout=5)
+    # Replay and audit read pages of whole logs: one command may take long.
+    client = redis_client(settings, role="cli", read_timeout_s=30.0)
     try:
         return await body(client)
     finally:

@@ -129,11 +129,11 @@ async def _check_redis(settings: Settings) -> None:
 
 async def _ping_redis(settings: Settings) -> dict[str, object]:
     """PING Redis once, with short timeouts; return its ``INFO`` (server, persistence, memory)."""
-    import redis.asyncio as aioredis
     from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
-    client = aioredis.Redis.from_url(str(settings.redis_url), socket_timeout=5.0,
-                                     socket_connect_timeout=5.0, retry_on_timeout=False)
+    from silvertine_streams.redis.clients import redis_client
+
+    client = redis_client(settings, role="startup")
     try:
         await client.ping()
         info: dict[str, object] = {}

@@ -17,8 +17,6 @@ import uuid
 from collections import deque
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from silvertine_streams.demo.trading import (
     MovingAverageCrossover,
     OrderLifecycle,
@@ -40,6 +38,7 @@ from silvertine_streams.events import (
 )
 from silvertine_streams.handlers import HandlerPriority, HandlerRegistry
 from silvertine_streams.kafka.publisher import Publisher
+from silvertine_streams.redis.clients import redis_client
 from silvertine_streams.settings import Settings, load_settings
 from silvertine_streams.sinks.dead_letters import DeadLetter, DeadLetterSink
 
@@ -61,7 +60,7 @@ class Desk:
         self._publisher = Publisher(
             settings.model_copy(update={"publish_max_lag": 0, "publish_max_backlog": 0})
         )
-        self._redis = aioredis.Redis.from_url(str(settings.redis_url))
+        self._redis = redis_client(settings, role="demo-desk")
         self._dead_letters = DeadLetterSink(self._redis)
         self.positions = Positions()
         self.strategy = MovingAverageCrossover(fast=5, slow=20)

@@ -42,6 +42,7 @@ from silvertine_streams.observability.monitor import (
     parse_metrics,
     render_rich,
 )
+from silvertine_streams.redis.clients import redis_client
 from silvertine_streams.settings import Settings, settings_env
 from silvertine_streams.topics import DLQ_STREAM, EVENT_TYPES, log_stream
 
@@ -129,7 +130,7 @@ def _injections_line(run: DemoRun) -> str:
 async def _feed(settings: Settings, seconds: float, symbols: int, rate: float,
                 metrics_url: str, console: Console, live_view: bool) -> DemoRun:
     await ensure_topics(settings)
-    redis = aioredis.Redis.from_url(str(settings.redis_url))
+    redis = redis_client(settings, role="demo-feed")
     names = [f"SYM{i:02d}" for i in range(symbols)]
     kafka_feed = MarketFeed(names, seed=1, source="demo-feed")
     redis_feed = MarketFeed(names, seed=2, source="demo-feed-redis")

@@ -301,7 +301,7 @@ class EmbeddedStack:
         processes.wait_ready(
             state.name,
             state.pid,
-            readiness_probe(state.name, state.port),
+            readiness_probe(state.name, state.url, self.settings),
             self.log_path(state.name),
             exited=processes.state_exited(state),
             timeout_s=self.ready_timeout_s,
@@ -384,7 +384,7 @@ class EmbeddedStack:
             processes.wait_ready(
                 name,
                 proc.pid,
-                readiness_probe(name, port),
+                readiness_probe(name, url, self.settings),
                 log_path,
                 exited=processes.child_exited(proc),
                 timeout_s=self.ready_timeout_s,

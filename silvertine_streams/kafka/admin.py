@@ -15,6 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from silvertine_streams.errors import ServerUnavailable, TopicMismatch
+from silvertine_streams.kafka.clients import kafka_admin, kafka_consumer
 from silvertine_streams.settings import Settings
 from silvertine_streams.topics import all_topics
 
@@ -34,9 +35,7 @@ async def ensure_topics(
         ServerUnavailable: the broker did not answer within ``timeout_s``.
     """
     names = list(topics) if topics is not None else all_topics()
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=int(timeout_s * 1000)
-    )
+    admin = kafka_admin(settings, role="topics", request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
     except (TimeoutError, KafkaError, OSError) as exc:
@@ -88,11 +87,7 @@ class GroupLag:
     async def lag(self, topics: Iterable[str]) -> int:
         """Return the messages of ``topics`` the group has not committed."""
         if self._consumer is None:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._settings.kafka_bootstrap,
-                group_id=self._group_id,
-                enable_auto_commit=False,
-            )
+            consumer = kafka_consumer(self._settings, role="lag", group_id=self._group_id)
             await consumer.start()
             self._consumer = consumer
         consumer = self._consumer

@@ -24,6 +24,8 @@ from silvertine_streams.domain.flow import ProducerThrottle
 from silvertine_streams.errors import ServerUnavailable
 from silvertine_streams.events import Event, encode_batch, encode_event
 from silvertine_streams.kafka.admin import GroupLag
+from silvertine_streams.kafka.clients import kafka_producer
+from silvertine_streams.redis.clients import redis_client
 from silvertine_streams.settings import Settings
 from silvertine_streams.topics import EVENT_TYPES, event_topic, ingress_stream
 
@@ -84,14 +86,10 @@ class Publisher:
 
     async def _kafka(self) -> AIOKafkaProducer:
         if self._producer is None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self._settings.kafka_bootstrap,
-                acks="all",
-                # Tansu refuses InitProducerId, so no idempotent producer: the
-                # engine's log absorbs duplicates from retries instead.
-                enable_idempotence=False,
-                linger_ms=1,
-                max_request_size=16 * 1024 * 1024,
+            # acks=all, and no idempotence (Tansu refuses InitProducerId): the
+            # engine's log absorbs duplicates from retries instead.
+            producer = kafka_producer(
+                self._settings, role="publisher", linger_ms=1, max_request_size=16 * 1024 * 1024
             )
             try:
                 await producer.start()
@@ -103,7 +101,7 @@ class Publisher:
 
     def _redis_client(self) -> aioredis.Redis:
         if self._redis is None:
-            self._redis = aioredis.Redis.from_url(str(self._settings.redis_url))
+            self._redis = redis_client(self._settings, role="publisher")
         return self._redis
 
     async def wait_for_capacity(self) -> float:

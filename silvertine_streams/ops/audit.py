@@ -32,6 +32,7 @@ from silvertine_streams.replay.dead_letters import (
     parse_entry,
 )
 from silvertine_streams.replay.reader import entry_datetime, id_range, raw_client
+from silvertine_streams.settings import Settings
 from silvertine_streams.sinks.canonical_log import split_index_value
 from silvertine_streams.sinks.keys import dedupe_bucket
 from silvertine_streams.topics import (
@@ -355,14 +356,19 @@ def _text(value: bytes | str) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
-async def kafka_timestamp(bootstrap: list[str], coordinates: KafkaCoordinates,
+async def kafka_timestamp(settings: Settings, coordinates: KafkaCoordinates,
                           timeout_s: float = 5.0) -> int | None:
-    """Return the Kafka timestamp (ms) of the message at ``coordinates``, None if gone."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    """Return the Kafka timestamp (ms) of the message at ``coordinates``, None if gone.
+
+    ``settings`` name the Kafka (``kafka_url``).
+    """
+    from aiokafka import TopicPartition
+
+    from silvertine_streams.kafka.clients import kafka_consumer
 
     tp = TopicPartition(coordinates.topic, coordinates.partition)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                fetch_max_wait_ms=10)
+    # One record wanted: the shortest fetch wait, whatever the worker's setting.
+    consumer = kafka_consumer(settings, role="audit", fetch_max_wait_ms=10)
     await consumer.start()
     try:
         consumer.assign([tp])

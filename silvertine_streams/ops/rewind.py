@@ -49,6 +49,8 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.protocol.group import LeaveGroupRequest
 
 from silvertine_streams.errors import ServerUnavailable, SilvertineError
+from silvertine_streams.kafka.clients import kafka_admin, kafka_consumer
+from silvertine_streams.redis.clients import redis_client
 from silvertine_streams.replay.reader import datetime_to_ms
 from silvertine_streams.replay.where import parse_timestamp
 from silvertine_streams.settings import Settings
@@ -190,8 +192,7 @@ async def rewind_group(
         raise RewindRefused(f"unknown event type(s) {unknown}; types: {', '.join(EVENT_TYPES)}")
     target_text = to if isinstance(to, str) else to.astimezone(UTC).isoformat()
     plan = RewindPlan(group=settings.app_id, target=target_text)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
-                                request_timeout_ms=15000)
+    admin = kafka_admin(settings, role="rewind")
     try:
         await admin.start()
     except (KafkaError, OSError) as exc:
@@ -199,9 +200,10 @@ async def rewind_group(
         raise ServerUnavailable(str(settings.kafka_url), f"Kafka admin: {exc!r}") from exc
     try:
         leftovers = await _check_no_live_workers(settings, admin)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap, group_id=settings.app_id,
-            enable_auto_commit=False, fetch_max_wait_ms=10, auto_offset_reset="earliest",
+        # Names the group to commit its offsets, never subscribes (does not join);
+        # the shortest fetch wait, as the plan fetches single records.
+        consumer = kafka_consumer(
+            settings, role="rewind", group_id=settings.app_id, fetch_max_wait_ms=10
         )
         try:
             await consumer.start()
@@ -243,7 +245,7 @@ async def _check_no_live_workers(settings: Settings, admin: AIOKafkaAdminClient)
             "SILVERTINE_REDIS_URL the workers' liveness cannot be checked; stop the workers "
             "and wait for the session timeout, or set SILVERTINE_REDIS_URL"
         )
-    holders = await live_lease_holders(settings.redis_url)
+    holders = await live_lease_holders(settings)
     if holders:
         raise WorkersRunning(settings.app_id, members, holders)
     return members
@@ -263,7 +265,7 @@ async def _members(admin: AIOKafkaAdminClient, group: str) -> list[str]:
 
 
 async def live_lease_holders(
-    redis_url: str,
+    settings: Settings,
     lease_ms: int = MIRROR_LEASE_MS,
     poll_s: float = 0.05,
     clock: Callable[[], float] = time.monotonic,
@@ -278,13 +280,19 @@ async def live_lease_holders(
     worker's leases expire within ``lease_ms``, so this answers within about
     ``lease_ms + lease_ms / 3`` at worst, and within ~100 ms when workers run.
 
+    Args:
+        settings: ``redis_url``, the Redis of the workers' leases.
+        lease_ms: the mirror's lease time.
+        poll_s: pause between reads of the leases.
+        clock: monotonic seconds (a fake in tests).
+
     Raises:
         ServerUnavailable: Redis did not answer.
     """
     keys = [ingress_lease(t) for t in EVENT_TYPES]
     quiet_needed_s = lease_ms / 3000 + 0.5
     give_up = clock() + 2 * lease_ms / 1000 + quiet_needed_s
-    client = aioredis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client = redis_client(settings, role="rewind")
     try:
         previous = await _lease_state(client, keys)
         quiet_since: float | None = None
@@ -304,7 +312,9 @@ async def live_lease_holders(
                 return sorted(set(live))
             previous = current
     except (aioredis.RedisError, OSError) as exc:
-        raise ServerUnavailable(redis_url, f"checking worker leases: {exc!r}") from exc
+        raise ServerUnavailable(
+            str(settings.redis_url), f"checking worker leases: {exc!r}"
+        ) from exc
     finally:
         await client.aclose()
     return []

@@ -15,12 +15,13 @@ from types import TracebackType
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from silvertine_streams.errors import ConfigError, ServerUnavailable
 from silvertine_streams.events import Event, encode_event
 from silvertine_streams.handlers import HandlerDispatcher, HandlerRegistry, load_handler_setups
+from silvertine_streams.kafka.clients import kafka_admin, kafka_producer
 from silvertine_streams.replay.replayer import ReplayError
 from silvertine_streams.settings import Settings, parse_handlers
 from silvertine_streams.topics import DLQ_TOPIC, EVENT_TYPES, event_topic
@@ -76,12 +77,7 @@ class TopicSink:
 
     async def __aenter__(self) -> TopicSink:
         await self._ensure_topic()
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self._settings.kafka_bootstrap,
-            acks="all",
-            enable_idempotence=False,  # Tansu refuses InitProducerId
-            linger_ms=5,
-        )
+        producer = kafka_producer(self._settings, role="replay", linger_ms=5)
         try:
             await producer.start()
         except (KafkaError, OSError) as exc:
@@ -119,7 +115,7 @@ class TopicSink:
             self.sent += len(pending)
 
     async def _ensure_topic(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.kafka_bootstrap)
+        admin = kafka_admin(self._settings, role="replay")
         try:
             await admin.start()
             if self.topic not in set(await admin.list_topics()):

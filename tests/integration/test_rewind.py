@@ -265,7 +265,7 @@ async def test_lease_watch_tells_a_stopped_worker_from_a_running_one(
     # A stopped worker's lease: it only runs out.
     await redis_client.set(ingress_lease("order"), "ghost-1", px=400)
     started = time.monotonic()
-    assert await live_lease_holders(stack_settings.redis_url, lease_ms=400) == []
+    assert await live_lease_holders(stack_settings, lease_ms=400) == []
     assert time.monotonic() - started < 3.0
 
     # A running worker renews its lease.
@@ -276,6 +276,6 @@ async def test_lease_watch_tells_a_stopped_worker_from_a_running_one(
 
     renewing = asyncio.create_task(renew())
     try:
-        assert await live_lease_holders(stack_settings.redis_url, lease_ms=400) == ["host-42"]
+        assert await live_lease_holders(stack_settings, lease_ms=400) == ["host-42"]
     finally:
         renewing.cancel()
