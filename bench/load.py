@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from silvertine_streams.events import Event, MarketDataEvent, encode_batch
-from silvertine_streams.kafka.publisher import group_envelopes
+from silvertine_streams.kafka.envelopes import group_envelopes
 from silvertine_streams.settings import Settings
 
 

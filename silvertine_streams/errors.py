@@ -72,6 +72,23 @@ class CredentialsRefused(ServerUnavailable):
     """A server answered but refused our user or password (never shown)."""
 
 
+class EventTooLarge(SilvertineError):
+    """An event whose JSON is over the per-event bound (``SILVERTINE_MAX_EVENT_BYTES``).
+
+    Attributes:
+        event_id: the event's id.
+        size: its JSON's length in bytes.
+        limit: the bound.
+    """
+
+    def __init__(self, event_id: str, size: int, limit: int) -> None:
+        self.event_id = event_id
+        self.size = size
+        self.limit = limit
+        super().__init__(f"event {event_id} is {size} bytes of JSON, over the {limit}-byte "
+                         "limit (SILVERTINE_MAX_EVENT_BYTES); it was not sent")
+
+
 class UnsafeServer(SilvertineError):
     """A server runs with a setting under which our guarantees do not hold.
 

@@ -277,6 +277,16 @@ class Settings(BaseSettings):
     envelope_max_events: int = Field(
         default=500, ge=1, le=100_000, description="events per batch envelope"
     )
+    max_event_bytes: int = Field(
+        default=65_536, ge=1024, le=16 * 1024 * 1024,
+        description="largest event JSON accepted; a bigger one is a dead letter (too_large) "
+        "and the Publisher refuses it",
+    )
+    max_message_bytes: int = Field(
+        default=983_040, ge=4096, le=64 * 1024 * 1024,
+        description="largest Kafka message (an envelope) produced or accepted; under Kafka's "
+        "default 1 MiB limits with room for the record batch's framing",
+    )
     dedupe_window_s: float = Field(
         default=86_400.0, gt=0, description="seconds, at least, a logged event id is deduplicated"
     )

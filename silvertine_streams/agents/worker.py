@@ -21,9 +21,10 @@ from silvertine_streams.agents.composition import Engine, build_engine
 from silvertine_streams.agents.holes import HoleFiller
 from silvertine_streams.agents.outbox import Outbox
 from silvertine_streams.agents.stream_loop import pipeline_agent
-from silvertine_streams.events import Event, EventType, SystemEvent, encode_batch, encode_event
+from silvertine_streams.events import EventType, SystemEvent, encode_event
 from silvertine_streams.handlers import load_handler_setups
 from silvertine_streams.ingress.mirror import IngressMirror
+from silvertine_streams.kafka.envelopes import Envelope
 from silvertine_streams.observability.clock import (
     ClockSnapshot,
     ClockState,
@@ -186,15 +187,15 @@ def _register_mirrors(
     settings = app.settings
     consumer_name = f"{socket.gethostname()}-{os.getpid()}"
 
-    async def send_envelope(topic: str, partition: int, events: Sequence[Event]) -> None:
+    async def send_envelope(envelope: Envelope) -> None:
         await app.producer.send_and_wait(
-            topic, events[0].partition_key.encode(), encode_batch(events), partition,
-            None, None,
-        )
+            envelope.topic, envelope.key, envelope.payload, envelope.partition, None, None)
 
     for type_name in settings.consumed_types:
         mirror = IngressMirror(
             redis, EventType(type_name), send_envelope, dead_letter_sink, consumer_name,
             settings.partitions, batch_max=settings.envelope_max_events,
+            max_event_bytes=settings.max_event_bytes,
+            max_message_bytes=settings.max_message_bytes,
         )
         app.task(mirror.run)

@@ -85,6 +85,15 @@ class Rejected(msgspec.Struct, frozen=True):
     payload: bytes
     reason: str
 
+    @property
+    def dead_letter_reason(self) -> str:
+        """The DLQ reason: ``code: text``; a reject without a code of its own is ``invalid``."""
+        code = self.reason.split(":", 1)[0]
+        return self.reason if code in _OWN_CODES else f"invalid: {self.reason}"
+
+
+_OWN_CODES = frozenset({"too_large", "too_deep", "internal"})
+
 
 class DecodedMessage(msgspec.Struct):
     """The outcome of decoding one message.

@@ -24,15 +24,22 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from silvertine_streams.events import Event, EventType, decode_message, fill_missing_identity
-from silvertine_streams.kafka.publisher import group_envelopes
+from silvertine_streams.events import (
+    Event,
+    EventType,
+    decode_message,
+    encode_event,
+    fill_missing_identity,
+)
+from silvertine_streams.events.codec import MAX_EVENT_BYTES, MAX_MESSAGE_BYTES, PREVIEW_BYTES
+from silvertine_streams.kafka.envelopes import Envelope, pack_envelopes
 from silvertine_streams.observability.metrics import DEAD_LETTERS
 from silvertine_streams.sinks.dead_letters import DeadLetter, DeadLetterSink
 from silvertine_streams.topics import INGRESS_GROUP, ingress_lease, ingress_stream
 
 log = logging.getLogger(__name__)
 
-SendEnvelope = Callable[[str, int, Sequence[Event]], Awaitable[None]]
+SendEnvelope = Callable[[Envelope], Awaitable[None]]
 """Send one envelope to (topic, partition) and return once Kafka confirmed it."""
 
 _RENEW_LEASE = """
@@ -54,6 +61,8 @@ class IngressMirror:
         consumer_name: this worker's name in the Redis consumer group.
         partitions: partitions of the topic (routing by murmur2 of the symbol).
         batch_max: entries read per round, and events per envelope at most.
+        max_event_bytes: an entry's event over this is a dead letter (``too_large``).
+        max_message_bytes: an envelope sent to Kafka is at most this long.
         lease_ms: how long a silent holder keeps the stream.
     """
 
@@ -67,6 +76,8 @@ class IngressMirror:
         partitions: int,
         batch_max: int = 500,
         lease_ms: int = 5000,
+        max_event_bytes: int = MAX_EVENT_BYTES,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         self._redis = redis
         self._type = event_type
@@ -78,6 +89,8 @@ class IngressMirror:
         self._partitions = partitions
         self._batch_max = batch_max
         self._lease_ms = lease_ms
+        self._max_event_bytes = max_event_bytes
+        self._max_message_bytes = max_message_bytes
         self._renew = redis.register_script(_RENEW_LEASE)
         self._holding = False
         self.mirrored = 0
@@ -152,19 +165,25 @@ class IngressMirror:
                 letters.append(DeadLetter(b"", "invalid: ingress entry has no 'event' field",
                                           origin))
                 continue
-            decoded = decode_message(raw, self._type)
-            letters.extend(DeadLetter(r.payload, f"invalid: {r.reason}", origin)
+            decoded = decode_message(raw, self._type, max_event_bytes=self._max_event_bytes,
+                                     max_message_bytes=self._max_message_bytes)
+            letters.extend(DeadLetter(r.payload, r.dead_letter_reason, origin)
                            for r in decoded.rejects)
             # An entry id starts with its Redis time in ms: fixed across re-sends.
             entry_time_s = int(entry_id.split(b"-", 1)[0]) / 1000
             events.extend(fill_missing_identity(decoded.events, raw, origin, entry_time_s))
+        envelopes, oversize = pack_envelopes(events, self._partitions, self._batch_max,
+                                             self._max_event_bytes, self._max_message_bytes)
+        letters.extend(DeadLetter(
+            encode_event(o.event)[:PREVIEW_BYTES],
+            f"too_large: event of {o.size} bytes is over the {self._max_event_bytes}-byte limit",
+            self._stream) for o in oversize)
         if letters:
             await self._dead_letters.write(letters)
             for letter in letters:
                 DEAD_LETTERS.labels(self._type.value, letter.reason.split(":", 1)[0]).inc()
-        for topic, partition, chunk in group_envelopes(events, self._partitions,
-                                                       self._batch_max):
-            await self._send(topic, partition, chunk)
+        for envelope in envelopes:
+            await self._send(envelope)
         ids = [entry_id for entry_id, _ in entries]
         pipe = self._redis.pipeline(transaction=False)
         pipe.xack(self._stream, INGRESS_GROUP, *ids)

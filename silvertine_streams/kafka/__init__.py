@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from silvertine_streams.kafka.publisher import Publisher, group_envelopes, partition_for
+from silvertine_streams.kafka.envelopes import group_envelopes, pack_envelopes, partition_for
+from silvertine_streams.kafka.publisher import Publisher
 
-__all__ = ["Publisher", "group_envelopes", "partition_for"]
+__all__ = ["Publisher", "group_envelopes", "pack_envelopes", "partition_for"]

@@ -11,48 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
 from redis.exceptions import RedisError
 
 from silvertine_streams.domain.flow import ProducerThrottle
-from silvertine_streams.errors import ServerUnavailable
-from silvertine_streams.events import Event, encode_batch, encode_event
+from silvertine_streams.errors import EventTooLarge, ServerUnavailable
+from silvertine_streams.events import Event, encode_event
 from silvertine_streams.kafka.admin import GroupLag
 from silvertine_streams.kafka.clients import kafka_producer
+from silvertine_streams.kafka.envelopes import group_envelopes, pack_envelopes, partition_for
 from silvertine_streams.redis.clients import redis_client
 from silvertine_streams.settings import Settings
 from silvertine_streams.topics import EVENT_TYPES, event_topic, ingress_stream
 
-
-def partition_for(key: bytes, partitions: int) -> int:
-    """Return the partition of ``key``: murmur2, as Java clients and aiokafka do."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-def group_envelopes(
-    events: Iterable[Event], partitions: int, max_events: int
-) -> list[tuple[str, int, list[Event]]]:
-    """Group events into ``(topic, partition, events)`` envelopes, keeping each symbol's order.
-
-    Events of one topic and partition keep their relative order; an envelope holds
-    at most ``max_events``.
-    """
-    groups: dict[tuple[str, int], list[list[Event]]] = {}
-    for event in events:
-        slot = (event_topic(event.event_type.value),
-                partition_for(event.partition_key.encode(), partitions))
-        chunks = groups.setdefault(slot, [[]])
-        if len(chunks[-1]) >= max_events:
-            chunks.append([])
-        chunks[-1].append(event)
-    return [(topic, partition, chunk)
-            for (topic, partition), chunks in groups.items() for chunk in chunks]
+__all__ = ["Publisher", "group_envelopes", "partition_for"]  # the last two: older imports
 
 
 class Publisher:
@@ -149,49 +126,67 @@ class Publisher:
             return 0  # lag unknown: do not hold producers back on a monitoring failure
 
     async def publish(self, event: Event) -> None:
-        """Send one event to its topic, keyed by symbol; return once Kafka has it."""
+        """Send one event to its topic, keyed by symbol; return once Kafka has it.
+
+        Raises:
+            EventTooLarge: the event's JSON is over ``SILVERTINE_MAX_EVENT_BYTES``
+                (nothing is sent).
+        """
+        value = self._encoded(event)
         await self.wait_for_capacity()
         producer = await self._kafka()
         await producer.send_and_wait(
-            event_topic(event.event_type.value),
-            value=encode_event(event),
-            key=event.partition_key.encode(),
-        )
+            event_topic(event.event_type.value), value=value, key=event.partition_key.encode())
 
     async def publish_many(self, events: Sequence[Event]) -> int:
         """Send events as batch envelopes (one Kafka message per partition chunk).
 
         Returns:
             the number of Kafka messages sent.
+
+        Raises:
+            EventTooLarge: an event's JSON is over ``SILVERTINE_MAX_EVENT_BYTES``
+                (nothing is sent).
         """
+        settings = self._settings
+        envelopes, oversize = pack_envelopes(
+            events, settings.partitions, settings.envelope_max_events,
+            settings.max_event_bytes, settings.max_message_bytes)
+        if oversize:
+            first = oversize[0]
+            raise EventTooLarge(first.event.event_id, first.size, settings.max_event_bytes)
         await self.wait_for_capacity()
         producer = await self._kafka()
-        envelopes = group_envelopes(
-            events, self._settings.partitions, self._settings.envelope_max_events
-        )
         futures = [
-            await producer.send(topic, value=encode_batch(chunk),
-                                key=chunk[0].partition_key.encode(), partition=partition)
-            for topic, partition, chunk in envelopes
+            await producer.send(e.topic, value=e.payload, key=e.key, partition=e.partition)
+            for e in envelopes
         ]
         await asyncio.gather(*futures)
         return len(futures)
 
     async def publish_to_ingress(self, event: Event) -> bytes:
         """XADD one event to ``events:<type>`` (field ``event``); return the entry id."""
+        value = self._encoded(event)
         await self.wait_for_capacity()
         entry_id = await self._redis_client().xadd(
-            ingress_stream(event.event_type.value), {"event": encode_event(event)}
-        )
+            ingress_stream(event.event_type.value), {"event": value})
         return entry_id if isinstance(entry_id, bytes) else entry_id.encode()
 
     async def publish_many_to_ingress(self, events: Sequence[Event]) -> list[bytes]:
         """XADD several events in one pipelined round trip; return their entry ids."""
+        values = [self._encoded(event) for event in events]
         await self.wait_for_capacity()
         pipe = self._redis_client().pipeline(transaction=False)
-        for event in events:
-            pipe.xadd(ingress_stream(event.event_type.value), {"event": encode_event(event)})
+        for event, value in zip(events, values, strict=True):
+            pipe.xadd(ingress_stream(event.event_type.value), {"event": value})
         return list(await pipe.execute())
+
+    def _encoded(self, event: Event) -> bytes:
+        """The event's JSON, refused when it is over the per-event bound."""
+        value = encode_event(event)
+        if len(value) > self._settings.max_event_bytes:
+            raise EventTooLarge(event.event_id, len(value), self._settings.max_event_bytes)
+        return value
 
     async def close(self) -> None:
         """Flush and close the Kafka producer and the Redis client."""

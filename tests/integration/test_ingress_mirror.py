@@ -10,18 +10,19 @@ producer, wrapped to look at Redis at the moment of each send.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
-from silvertine_streams.events.codec import decode_message, encode_batch, encode_event
+from silvertine_streams.events.codec import decode_message, encode_event
 from silvertine_streams.events.enums import EventType, OrderSide
 from silvertine_streams.events.model import Event, OrderEvent
 from silvertine_streams.ingress.mirror import IngressMirror
 from silvertine_streams.kafka.admin import ensure_topics
+from silvertine_streams.kafka.envelopes import Envelope
 from silvertine_streams.settings import Settings
 from silvertine_streams.sinks.dead_letters import DeadLetterSink
 from silvertine_streams.topics import (
@@ -55,15 +56,14 @@ class KafkaSender:
         self.fail_with: BaseException | None = None
         self.sent_events = 0
 
-    async def __call__(self, topic: str, partition: int, events: Sequence[Event]) -> None:
+    async def __call__(self, envelope: Envelope) -> None:
         pending: Any = await self.redis.xpending(STREAM, INGRESS_GROUP)
         self.seen_at_send.append((await self.redis.xlen(STREAM), pending["pending"]))
         if self.fail_with is not None:
             raise self.fail_with
-        await self.producer.send_and_wait(topic, encode_batch(events),
-                                          key=events[0].partition_key.encode(),
-                                          partition=partition)
-        self.sent_events += len(events)
+        await self.producer.send_and_wait(envelope.topic, envelope.payload, key=envelope.key,
+                                          partition=envelope.partition)
+        self.sent_events += len(envelope.events)
 
 
 @pytest.fixture
@@ -198,5 +198,30 @@ async def test_entries_that_cannot_be_decoded_go_to_the_dlq_and_leave_the_stream
     broken = by_origin[f"{STREAM}/{not_json.decode()}"]
     assert broken[b"payload"] == b"{not json"
     assert broken[b"reason"].startswith(b"invalid: ")
+    received = await consume(settings, 2)
+    assert [e.event_id for e in received] == [e.event_id for e in good]
+
+
+async def test_an_oversize_entry_is_a_dead_letter_and_the_mirror_goes_on(
+    kafka: tuple[Settings, AIOKafkaProducer], redis_client: Redis
+) -> None:
+    # A 3 MB event through the Redis ingress once crash-looped the worker: Kafka's
+    # producer refused the envelope (MessageSizeTooLargeError) and nothing was acked.
+    settings, producer = kafka
+    good = orders("AAPL", 2)
+    huge = orders("MSFT", 1)[0].with_changes(metadata={"blob": "x" * 3_000_000})
+    await redis_client.xadd(STREAM, {"event": encode_event(good[0])})
+    huge_id: Any = await redis_client.xadd(STREAM, {"event": encode_event(huge)})
+    await redis_client.xadd(STREAM, {"event": encode_event(good[1])})
+    sender = KafkaSender(producer, redis_client)
+
+    assert await mirror(redis_client, sender, settings, "mirror-a").step() == 3
+
+    assert await redis_client.xlen(STREAM) == 0  # all acknowledged, the big one too
+    [(_, letter)] = await redis_client.xrange(DLQ_STREAM)
+    assert letter[b"origin"].decode() == f"{STREAM}/{huge_id.decode()}"
+    assert letter[b"reason"].startswith(b"too_large: ")
+    assert f" of {len(encode_event(huge))} bytes is over ".encode() in letter[b"reason"]
+    assert len(letter[b"payload"]) == 1024  # a preview, so the dead letter fits anywhere
     received = await consume(settings, 2)
     assert [e.event_id for e in received] == [e.event_id for e in good]
