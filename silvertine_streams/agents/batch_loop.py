@@ -92,8 +92,9 @@ class BatchLoop:
         while True:
             await mailbox.wait()
             if not consumer.flow_active:
-                # Stopped for a rebalance or shutdown: a revoke drops what waits.
-                await consumer.wait(consumer.can_resume_flow)
+                # Stopped for a rebalance (a revoke drops what waits) or for good
+                # (the app cancels this task once the consumer is done).
+                await consumer.can_resume_flow.wait()
                 continue
             batch = mailbox.take(self._intake.epoch)
             if batch is None:
