@@ -420,7 +420,15 @@ class EventPipeline:
         check = self.policy.timestamps
         latest = datetime.fromtimestamp(self._now_s() + check.future_tolerance_s, tz=UTC)
         floor = check.floor
-        return lambda events: all(floor <= e.timestamp <= latest for e in events)
+
+        def in_window(events: list[Event]) -> bool:
+            # A plain loop: all() over a generator costs ~0.4 µs more per message.
+            for event in events:  # noqa: SIM110
+                if not floor <= event.timestamp <= latest:
+                    return False
+            return True
+
+        return in_window
 
     def _check_timestamps(
         self, events: list[Event], origin: str, letters: list[DeadLetter]
