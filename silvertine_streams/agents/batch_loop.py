@@ -44,7 +44,7 @@ from silvertine_streams.agents.pipeline import EventPipeline, Incoming, Partitio
 from silvertine_streams.domain.offsets import OffsetAction
 from silvertine_streams.observability.memory import MemoryGuard
 from silvertine_streams.observability.metrics import MEMORY_THROTTLED, OFFSET_HOLES, TypeMetrics
-from silvertine_streams.tables import save_marks, stored_marks
+from silvertine_streams.tables import save_marks_from_batch, stored_marks
 
 if TYPE_CHECKING:
     from silvertine_streams.app import SilvertineApp
@@ -115,7 +115,7 @@ class BatchLoop:
         """Write the marks of every partition whose durable marks moved (before a commit)."""
         topic = self.mailbox.topic
         for partition, marks in self.pipeline.dirty_marks():
-            save_marks(self._table, topic, partition, marks)
+            save_marks_from_batch(self._table, topic, partition, marks)
 
     async def _process(self, batch: Batch, book: ConsumerBook, token: BatchInProgress) -> None:
         consumer = self._app.consumer

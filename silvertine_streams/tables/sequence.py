@@ -37,8 +37,13 @@ def stored_marks(table: Any, partition: int) -> dict[str, int]:
     return dict(table.get(str(partition)) or {})
 
 
-def save_marks(table: Any, topic: str, partition: int, marks: dict[str, int]) -> None:
-    """Write a partition's marks through the table's own write path.
+def save_marks(table: Any, partition: int, marks: dict[str, int]) -> None:
+    """Write a partition's marks (inside a Faust stream: see :func:`save_marks_from_batch`)."""
+    table[str(partition)] = marks
+
+
+def save_marks_from_batch(table: Any, topic: str, partition: int, marks: dict[str, int]) -> None:
+    """Write a partition's marks through the table's own write path, outside any stream.
 
     Faust ties a table write to the message being processed: it takes the
     changelog partition (and, with RocksDB, the store's partition) from the
@@ -53,6 +58,6 @@ def save_marks(table: Any, topic: str, partition: int, marks: dict[str, int]) ->
 
     def write() -> None:
         _current_event.set(weakref.ref(event))
-        table[str(partition)] = marks
+        save_marks(table, partition, marks)
 
     contextvars.copy_context().run(write)
