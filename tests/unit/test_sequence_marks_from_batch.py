@@ -23,7 +23,9 @@ def app() -> faust.App:
     return faust.App(f"t-{uuid4().hex[:8]}", broker="kafka://127.0.0.1:1", store="memory://")
 
 
-def test_marks_from_a_batch_reach_the_store_and_the_partitions_changelog(app: faust.App) -> None:
+async def test_marks_from_a_batch_reach_the_store_and_the_partitions_changelog(
+    app: faust.App,
+) -> None:
     table = sequence_table(app, "order", 6)
     with pytest.raises(TypeError, match="outside of stream iteration"):
         table["3"] = MARKS  # what a plain write outside a stream does
