@@ -40,6 +40,7 @@ from silvertine_streams.settings import load_settings
 SCENARIOS: dict[str, str] = {
     "codec": "bench.codec",
     "pipeline_throughput": "bench.pipeline_throughput",
+    "single": "bench.single",
     "latency": "bench.latency",
     "priority": "bench.priority",
     "replay": "bench.replay",

@@ -6,8 +6,9 @@ interleaved round by round so the machine's noise hits them alike:
 
 * **pipeline**: a real `silvertine worker` subprocess (the product's default
   settings) on `silvertine.market_data` holding batch envelopes; decode +
-  validate, sequencing over ~100 symbols, one idempotent Lua call per message
-  into `log:market_data`, one table write per message.
+  validate, sequencing over ~100 symbols, one idempotent Lua call per batch
+  of fetched messages into `log:market_data`, one table write per changed
+  partition per offset commit.
 * **plain Faust agent** (`bench/plain_agent.py`): one event per Kafka
   message, one awaited XADD per event, in its own Faust app and worker.
 * **raw floor** (`bench/raw_floor.py`): aiokafka → pipelined XADD of every
@@ -96,18 +97,16 @@ async def _produce_singles(ctx: BenchContext, events: list[Event]) -> int:
     return len(events)
 
 
-async def _changelog_flushed(ctx: BenchContext, app_id: str, expected: int,
-                             log_done: float) -> str:
-    """Wait until the sequence table's changelog holds ``expected`` records.
+async def _changelog_flushed(ctx: BenchContext, app_id: str, log_done: float) -> str:
+    """Count the sequence table's changelog records once the log is complete.
 
-    Faust defers changelog sends (DESIGN §5): this tells how long after the
-    log was complete the worker still had table work in flight.
+    The worker writes the table once per changed partition before each offset
+    commit (not per message), so this is a handful of records; Faust defers
+    changelog sends (DESIGN §5), so they are counted until none came for 2 s.
     """
     topic = f"{app_id}-sequence-market_data-changelog"
-    count = await count_messages(ctx, topic, until=expected, idle_s=5.0)
-    if count >= expected:
-        return f"{count}/{expected} records by +{(time.time() - log_done) * 1000:.0f}ms"
-    return f"only {count}/{expected} records 5s after the log was complete"
+    count = await count_messages(ctx, topic, idle_s=2.0)
+    return f"{count} records, counted by +{(time.time() - log_done) * 1000:.0f}ms"
 
 
 class _Variants:
@@ -132,7 +131,7 @@ class _Variants:
                 self.ctx, w.child, w.mark, log_stream("market_data"), self.pipeline_n,
                 profile_to)
             run.extra["changelog"] = await _changelog_flushed(
-                self.ctx, w.settings.app_id, self.envelopes, run.ended_at)
+                self.ctx, w.settings.app_id, run.ended_at)
             return run, sampler
         finally:
             w.child.stop()

@@ -8,8 +8,9 @@ own. Unsupervised it runs the worker itself (``--no-supervise``).
 Run as a script, ``python bench/silvertine_worker.py``, with the usual ``SILVERTINE_*``
 variables and ``BENCH_MARK_FILE``. A Faust sensor added to the app writes
 ``time.time()`` to the mark file when the first Kafka message enters an agent's
-stream (``on_stream_event_in``); after that it costs one flag check per
-message. The product's code is not touched, so a scratch copy of the product
+stream (``on_stream_event_in``), or the first batch enters a pipeline (a worker
+that reads batches beneath Faust's streams); after that it costs one flag check
+per message or batch. The product's code is not touched, so a scratch copy of the product
 with another agent loop is timed the same way: run as a script (not ``-m``),
 this file imports nothing from ``bench`` and ``silvertine_streams`` comes from
 the first source tree on ``PYTHONPATH``.
@@ -47,13 +48,28 @@ def _install_mark(path: str) -> None:
                 os.replace(tmp, path)
 
     create_app = app_module.create_app
+    mark = FirstEventMark()
 
     def create_app_with_mark(*args: Any, **kwargs: Any) -> Any:
         app = create_app(*args, **kwargs)
-        app.sensors.add(FirstEventMark())
+        app.sensors.add(mark)
         return app
 
     app_module.create_app = create_app_with_mark  # type: ignore[assignment]
+
+    # A worker that reads batches beneath Faust's streams never calls the stream
+    # sensors: mark its first batch instead (a tree without batches is unaffected).
+    from silvertine_streams.agents import pipeline as pipeline_module
+
+    pipeline_class = pipeline_module.EventPipeline
+    process_batch = getattr(pipeline_class, "process_batch", None)
+    if process_batch is not None:
+        async def process_batch_with_mark(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if not mark.marked:
+                mark.on_stream_event_in(None, 0, None, None)
+            return await process_batch(self, *args, **kwargs)
+
+        pipeline_class.process_batch = process_batch_with_mark
 
 
 def _install_gc_stats() -> None:

@@ -15,6 +15,9 @@ changes them here, in one place:
   is not drained, and Faust never drains its own tables' changelog partitions
   after recovery: every table write stalled the worker's fetches
   (:class:`_ConsumerThread`).
+* Faust's per-message machinery caps a worker near 5k messages/s: our event
+  topics are not read through Faust streams but a fetched batch at a time
+  (:class:`_Consumer`, :mod:`silvertine_streams.agents.fetch_loop`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from silvertine_streams.kafka.clients import client_id, kafka_credentials
 from silvertine_streams.settings import FAUST_ENV_PREFIX, Settings, load_settings
 
 if TYPE_CHECKING:
+    from silvertine_streams.agents.batch_loop import BatchLoop
+    from silvertine_streams.agents.intake import Intake
     from silvertine_streams.agents.pipeline import EventPipeline
 
 log = logging.getLogger(__name__)
@@ -74,7 +79,13 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class _Consumer(faust_aiokafka.Consumer):
-    """Faust's consumer, minus two ways it can commit past unprocessed messages.
+    """Faust's consumer, feeding our batch loops, minus two ways it can commit past
+    unprocessed messages.
+
+    Its fetch loop hands each fetch's records of our event topics to the
+    worker's batch loops (:mod:`silvertine_streams.agents.fetch_loop`); before
+    each offset commit it has them save their sequence marks, and a revoke
+    voids their batches' pending acknowledgements.
 
     Faust treats a jump in a partition's offsets as a "gap" (right for compacted
     or transactional topics) and commits past it; after a rebalance it can
@@ -82,12 +93,35 @@ class _Consumer(faust_aiokafka.Consumer):
     then never processed and are lost. Its head check also lets the first
     offset after the committed one be skipped (``> 1`` where ``> 0`` is meant).
     Our topics have contiguous offsets: a commit never passes an offset that
-    was not acknowledged, and the agents re-read what was skipped
+    was not acknowledged, and the batch loops re-read what was skipped
     (:mod:`silvertine_streams.domain.offsets`).
     """
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        from silvertine_streams.agents.fetch_loop import drain
+
+        intake = getattr(self.app, "intake", None)
+        if intake is None:  # an app without batch loops reads through Faust streams
+            await super()._drain_messages(fetcher)
+        else:
+            await drain(self, fetcher, intake)
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        intake = getattr(self.app, "intake", None)
+        if intake is not None:
+            # Before Faust forgets the partitions' acks and committed offsets.
+            intake.revoke(revoked)
+        await super().on_partitions_revoked(revoked)
+
+    async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
+        # Sequence marks go to the table's changelog before the offsets they cover
+        # are committed; Faust flushes its producer before it commits.
+        for loop in getattr(self.app, "batch_loops", ()):
+            loop.save_marks()
+        return bool(await super()._commit_offsets(offsets, start_new_transaction))
 
     async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
         log.warning("offsets %s..%s of %s arrived out of turn; not treated as a gap",
@@ -144,12 +178,18 @@ class SilvertineApp(faust.App):
         settings: the worker's settings.
         bus: the handler registry ``SILVERTINE_HANDLERS`` setups subscribe on.
         pipelines: the pipeline of each consumed event type, by Kafka topic.
+        intake: where the consumer delivers our topics' records (None: Faust streams).
+        batch_loops: the batch loop of each consumed event type.
+        batch_topics: our event topics, subscribed without a Faust agent.
     """
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         self.settings = settings
         self.bus = HandlerRegistry()
         self.pipelines: dict[str, EventPipeline] = {}
+        self.intake: Intake | None = None
+        self.batch_loops: list[BatchLoop] = []
+        self.batch_topics: list[Any] = []
         super().__init__(settings.app_id, **kwargs)
 
     def _new_transport(self) -> _Transport:
@@ -165,6 +205,12 @@ class SilvertineApp(faust.App):
         await ensure_topics(self.settings)
         await super().on_first_start()
         tune_gc()
+
+    async def on_start(self) -> None:
+        """Subscribe our event topics: no Faust agent iterates them, which would."""
+        await super().on_start()
+        for topic in self.batch_topics:
+            self.topics.add(topic)
 
 
 def tune_gc() -> None:

@@ -1,8 +1,10 @@
-"""Polling helpers for tests: wait for a condition with a deadline, never sleep and hope."""
+"""Helpers for tests: wait for a condition with a deadline (never sleep and hope); parse source."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import gc
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -86,3 +88,19 @@ async def async_wait_for(
         if loop.time() >= deadline:
             raise AssertionError(f"{message}: not true after {timeout:g}s; last value: {last!r}")
         await asyncio.sleep(interval)
+
+
+def parse_source(source: str) -> ast.Module:
+    """``ast.parse`` with the cyclic GC held off.
+
+    CPython 3.11 raises "SystemError: AST constructor recursion depth mismatch"
+    when a garbage collection inside the parser runs finalizers of earlier tests'
+    objects (a Faust app, its producer) that change the recursion depth.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return ast.parse(source)
+    finally:
+        if enabled:
+            gc.enable()

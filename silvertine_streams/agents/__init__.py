@@ -1,9 +1,11 @@
-"""A worker's agents: one Faust agent per event type, each a thin loop around its pipeline.
+"""A worker's agents: one batch loop per event type, each a thin loop around its pipeline.
 
 * :mod:`~silvertine_streams.agents.composition`: the engine built from settings (no Faust).
 * :mod:`~silvertine_streams.agents.worker`: wiring it into the Faust app.
-* :mod:`~silvertine_streams.agents.stream_loop`: the per-message loop of one agent.
-* :mod:`~silvertine_streams.agents.pipeline`: what happens to one message's events.
+* :mod:`~silvertine_streams.agents.fetch_loop`: the consumer's fetch loop, delivering
+  fetched records to the :mod:`~silvertine_streams.agents.intake` mailboxes.
+* :mod:`~silvertine_streams.agents.batch_loop`: the batch loop of one event type.
+* :mod:`~silvertine_streams.agents.pipeline`: what happens to one batch's events.
 * :mod:`~silvertine_streams.agents.outbox`: where dead letters and system events go.
 * :mod:`~silvertine_streams.agents.lanes`, :mod:`~silvertine_streams.agents.holes`,
   :mod:`~silvertine_streams.agents.policies`: priority lanes, offset-hole filling,

@@ -6,11 +6,11 @@ the committed offsets, and, until ``app.py``'s ``_FlowControl``, records its
 recovery emptied from the agents' buffers after the consumer had fetched past
 them (when those were a partition's last messages no later offset revealed
 the jump, so this filler never ran: the flow-control fix closes that case).
-The agent notices the jump (domain/offsets.py) and asks :class:`HoleFiller`
+The batch loop notices the jump (domain/offsets.py) and asks :class:`HoleFiller`
 for the missing offsets: a group-less aiokafka consumer reads exactly that
-range, and the agent processes it before the message that jumped. The filled
-messages are acknowledged through Faust's own consumer, so commits advance over
-them as over any processed message.
+range, and the loop processes it before the message that jumped, in the same
+batch. The filled messages are acknowledged in Faust's bookkeeping like any
+other, so commits advance over them as over any processed message.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from faust.types.tuples import ConsumerMessage
 
 from silvertine_streams.kafka.clients import kafka_consumer
 from silvertine_streams.settings import Settings
@@ -63,11 +62,3 @@ class HoleFiller:
             await self._consumer.stop()
             self._consumer = None
 
-
-def as_faust_message(record: Any, tp: Any) -> ConsumerMessage:
-    """Wrap a fetched record so that acknowledging it marks its offset in Faust."""
-    return ConsumerMessage(
-        record.topic, record.partition, record.offset, record.timestamp / 1000.0,
-        record.timestamp_type, record.headers, record.key, record.value, record.checksum,
-        tp=tp,
-    )

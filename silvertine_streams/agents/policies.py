@@ -29,6 +29,8 @@ def pipeline_policies(settings: Settings) -> dict[str, PipelinePolicy]:
             overflow=policy_for(event_type, settings.overflow_policies),
             keep_per_batch=settings.overload_keep_per_batch,
             timestamps=timestamps,
+            max_event_bytes=settings.max_event_bytes,
+            max_message_bytes=settings.max_message_bytes,
             # Only bulk lanes may overlap: an order's latency is its own write.
             overlap_writes=(settings.overlap_writes
                             and lane_of[event_type] is not EventPriority.CRITICAL),

@@ -1,8 +1,10 @@
-"""Wiring a worker's engine into the Faust app: topics, agents, timers, mirrors, clock.
+"""Wiring a worker's engine into the Faust app: topics, batch loops, timers, mirrors, clock.
 
 Everything Faust-specific about a worker is here; what the worker *does* is
 built by :func:`~silvertine_streams.agents.composition.build_engine` and run
-by :class:`~silvertine_streams.agents.pipeline.EventPipeline`.
+by :class:`~silvertine_streams.agents.pipeline.EventPipeline`, fed a batch at
+a time by :class:`~silvertine_streams.agents.batch_loop.BatchLoop` (one app
+task per event type; no Faust agent reads our topics, see ``batch_loop.py``).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 
+from silvertine_streams.agents.batch_loop import BatchLoop
 from silvertine_streams.agents.composition import Engine, build_engine
 from silvertine_streams.agents.holes import HoleFiller
+from silvertine_streams.agents.intake import Intake, Mailbox
 from silvertine_streams.agents.outbox import Outbox
-from silvertine_streams.agents.stream_loop import pipeline_agent
 from silvertine_streams.events import EventType, SystemEvent, encode_event
 from silvertine_streams.handlers import load_handler_setups
 from silvertine_streams.ingress.mirror import IngressMirror
@@ -52,7 +55,7 @@ REORDER_TICK_S = 0.01
 
 
 def register_agents(app: SilvertineApp) -> Engine:
-    """Build the worker's engine and register its agents, timers and tasks on ``app``.
+    """Build the worker's engine and register its batch loops, timers and tasks on ``app``.
 
     ``SILVERTINE_EVENT_TYPES`` narrows the types: a worker group of its own for
     orders and fills gives them their own fetches, event loop and GIL, which the
@@ -71,15 +74,25 @@ def register_agents(app: SilvertineApp) -> Engine:
     app.pipelines = engine.pipelines
 
     filler = HoleFiller(settings)
-    for topic_name, pipeline in engine.pipelines.items():
+    controller = engine.controller
+    # Critical lanes first: the fetch loop wakes their batch loops first.
+    pipelines = sorted(engine.pipelines.items(), key=lambda item: not controller.is_critical(
+        engine.lanes[item[1].event_type.value]))
+    mailboxes = [Mailbox(topic_name) for topic_name, _ in pipelines]
+    intake = Intake(mailboxes)
+    loops = []
+    for (topic_name, pipeline), mailbox in zip(pipelines, mailboxes, strict=True):
         type_name = pipeline.event_type.value
-        topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw",
-                          partitions=settings.partitions)
+        app.batch_topics.append(app.topic(topic_name, key_serializer="raw",
+                                          value_serializer="raw", partitions=settings.partitions))
         table = sequence_table(app, type_name, settings.partitions)
-        critical = engine.controller.is_critical(engine.lanes[type_name])
-        agent = pipeline_agent(app, pipeline, table, engine.controller, critical,
-                               engine.memory, filler)
-        app.agent(topic, name=f"silvertine.pipeline.{type_name}")(agent)
+        critical = controller.is_critical(engine.lanes[type_name])
+        loop = BatchLoop(app, pipeline, mailbox, intake, table, controller, critical,
+                         engine.memory, filler)
+        loops.append(loop)
+        app.task(loop.run)
+    app.intake = intake
+    app.batch_loops = loops
 
     _register_partition_hooks(app, engine)
     register_sink_retries(engine.log_sinks)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
-from silvertine_streams.tables.sequence import save_marks, sequence_table, stored_marks
+from silvertine_streams.tables.sequence import (
+    save_marks,
+    save_marks_from_batch,
+    sequence_table,
+    stored_marks,
+)
 
-__all__ = ["save_marks", "sequence_table", "stored_marks"]
+__all__ = ["save_marks", "save_marks_from_batch", "sequence_table", "stored_marks"]

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import parse_source
+
 PACKAGE = Path(__file__).resolve().parents[2] / "silvertine_streams"
 
 CONSTRUCTORS = frozenset({
@@ -34,7 +36,7 @@ ALLOWED: dict[str, str] = {
 def client_constructions(source: str) -> list[tuple[int, str]]:
     """Return ``(line, call)`` for every client construction in ``source``."""
     found: list[tuple[int, str]] = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(parse_source(source)):
         if not isinstance(node, ast.Call):
             continue
         func = node.func

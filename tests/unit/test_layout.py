@@ -7,13 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import parse_source
+
 PACKAGE = Path(__file__).resolve().parents[2] / "silvertine_streams"
 
 
 def imports_of(path: Path) -> set[str]:
     """Every module ``path`` imports (absolute names), at any depth of the file."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(parse_source(path.read_text())):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
