@@ -174,3 +174,12 @@ class InvalidEvent(SilvertineError):
         self.reason = reason
         self.payload = payload
         super().__init__(reason)
+
+
+class ActionRefused(SilvertineError):
+    """An operator action was refused before it changed anything.
+
+    The message says why and what to do instead (stop the workers, pass
+    ``--yes``, pick another topic, ...). Commands end with exit status 2 on it,
+    as on a usage error.
+    """

@@ -9,6 +9,10 @@
 | 5 | an existing topic has another partition count | align ``SILVERTINE_PARTITIONS`` |
 | 6 | the embedded stack could not start | read the server log it names |
 
+An operator action refused before it changed anything (no ``--yes`` without a
+terminal, workers still running, a target the engine refuses) also ends with 2,
+the status click gives a usage error.
+
 ``silvertine --debug …`` (or ``SILVERTINE_LOG_LEVEL=debug``) shows the traceback too.
 """
 
@@ -22,6 +26,7 @@ from typing import Any, TypeVar
 import click
 
 from silvertine_streams.errors import (
+    ActionRefused,
     ConfigError,
     CredentialsRefused,
     EmbeddedServerError,
@@ -39,6 +44,8 @@ SERVER_UNAVAILABLE_EXIT = 3
 CREDENTIALS_REFUSED_EXIT = 4
 TOPIC_MISMATCH_EXIT = 5
 EMBEDDED_STACK_EXIT = 6
+REFUSED_EXIT = 2
+"""An operator action refused before it changed anything: as click's usage errors."""
 
 STARTUP_FAILURE_EXITS = frozenset({
     CONFIG_ERROR_EXIT, SERVER_UNAVAILABLE_EXIT, CREDENTIALS_REFUSED_EXIT, TOPIC_MISMATCH_EXIT,
@@ -54,6 +61,7 @@ _EXITS: tuple[tuple[type[SilvertineError], int], ...] = (
     (ServerUnavailable, SERVER_UNAVAILABLE_EXIT),
     (TopicMismatch, TOPIC_MISMATCH_EXIT),
     (EmbeddedServerError, EMBEDDED_STACK_EXIT),
+    (ActionRefused, REFUSED_EXIT),
 )
 
 

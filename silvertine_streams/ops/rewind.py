@@ -48,7 +48,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.protocol.group import LeaveGroupRequest
 
-from silvertine_streams.errors import ServerUnavailable, SilvertineError
+from silvertine_streams.errors import ActionRefused, ServerUnavailable
 from silvertine_streams.kafka.clients import kafka_admin, kafka_consumer
 from silvertine_streams.redis.clients import redis_client
 from silvertine_streams.replay.reader import datetime_to_ms
@@ -63,7 +63,7 @@ MIRROR_LEASE_MS = 5000
 FETCH_TIMEOUT_MS = 5000
 
 
-class RewindRefused(SilvertineError):
+class RewindRefused(ActionRefused):
     """The rewind was not done; the message says why and what to do."""
 
 

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from redis.asyncio import Redis
 
-from silvertine_streams.errors import SilvertineError
+from silvertine_streams.errors import ActionRefused
 from silvertine_streams.events import Event, encode_event
 from silvertine_streams.replay.reader import (
     PAGE_SIZE,
@@ -61,8 +61,8 @@ MIN_SLEEP_S = 0.001
 """Shorter waits are skipped (and caught up with the next one): sleeping costs more."""
 
 
-class ReplayError(SilvertineError):
-    """A replay could not start; the message says why."""
+class ReplayError(ActionRefused):
+    """A replay could not start; the message says why (exit status 2, nothing was sent)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from silvertine_streams.errors import SilvertineError
+from silvertine_streams.errors import ActionRefused
 from silvertine_streams.events import EVENT_CLASSES, Event, EventType
 
 Predicate = Callable[[Event], bool]
@@ -45,7 +45,7 @@ _ORDERING = {
 }
 
 
-class InvalidFilter(SilvertineError):
+class InvalidFilter(ActionRefused):
     """A ``--where`` expression was refused.
 
     Attributes:
