@@ -2,7 +2,7 @@
 
 Nothing else spells ``silvertine.<type>``, ``events:<type>``, ``log:<type>``,
 ``dlq`` or the Redis keys beside them (``dlq:ids``, ``dlq:requeued``,
-``lease:events:<type>``) inline.
+``lease:events:<type>``, ``ops:actions``) inline.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ DLQ_INDEX = "dlq:ids"
 dead-letter sink and by ``silvertine dlq requeue``/``purge``."""
 DLQ_REQUEUED = "dlq:requeued"
 """Hash ``event_id -> "<dlq entry id> events:<type>/<entry id>; ..."``: requeue history."""
+OPS_ACTIONS = "ops:actions"
+"""Stream of operator actions (``dlq purge``/``requeue``, ``rewind``, ``replay --to
+topic:|handlers``): who, when, what, arguments, counts and outcome, one entry each."""
 INGRESS_GROUP = "silvertine-ingress"
 """Redis consumer group the ingress mirror reads ``events:<type>`` with."""
 

@@ -1,4 +1,11 @@
-"""``silvertine audit EVENT_ID``: where an event came in, was logged, or why it was rejected."""
+"""``silvertine audit``: one event's story, or the operator actions recorded.
+
+* ``silvertine audit EVENT_ID``: where an event came in, was logged, or why it
+  was rejected.
+* ``silvertine audit --actions``: who purged, requeued, rewound or replayed
+  what, when, with which arguments and counts, and how it ended (the trail
+  ``ops:actions`` that :mod:`silvertine_streams.cli.actions` writes).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ from silvertine_streams.cli.common import (
     parse_time,
     run,
     running_stack_settings,
+    stdout_console,
     with_redis,
 )
 from silvertine_streams.cli.errors import fails_cleanly
@@ -23,23 +31,39 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.argument("event_id")
+@click.argument("event_id", required=False)
+@click.option("--actions", "list_actions", is_flag=True,
+              help="list the recorded operator actions (dlq purge/requeue, rewind, replay) "
+                   "instead of auditing an event")
+@click.option("--limit", default=50, show_default=True,
+              help="--actions: newest actions to show (0 = all in the time range)")
 @click.option("--type", "types", multiple=True, type=EVENT_TYPE,
               help="look only in these types' logs (default: all)")
 @click.option("--scan-limit", default=100_000, show_default=True,
               help="entries per log the fallback scan may read (beyond the dedupe window)")
-@click.option("--since", help="fallback scan: first log time, ISO-8601")
-@click.option("--until", help="fallback scan: log time to stop before, ISO-8601")
+@click.option("--since", help="fallback scan: first log time, ISO-8601; --actions: first "
+                              "action time")
+@click.option("--until", help="fallback scan: log time to stop before, ISO-8601; --actions: "
+                              "action time to stop before")
 @click.option("--kafka/--no-kafka", default=True, show_default=True,
               help="also read the message's Kafka timestamp")
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--json", "as_json", is_flag=True,
+              help="machine-readable output (--actions: one JSON object per line)")
 @fails_cleanly
-def audit(event_id: str, types: tuple[str, ...], scan_limit: int, since: str | None,
-          until: str | None, kafka: bool, as_json: bool) -> None:
+def audit(event_id: str | None, list_actions: bool, limit: int, types: tuple[str, ...],
+          scan_limit: int, since: str | None, until: str | None, kafka: bool,
+          as_json: bool) -> None:
     """Show where EVENT_ID came in, where it was logged, or why it was rejected.
 
-    Exit status 0 when something was found, 1 when nothing was.
+    Exit status 0 when something was found, 1 when nothing was. With --actions
+    instead of EVENT_ID: the operator actions recorded, newest first.
     """
+    if list_actions == (event_id is not None):
+        raise click.UsageError("give an EVENT_ID or --actions (one of them)")
+    if list_actions:
+        _list_actions(since, until, limit, as_json)
+        return
+    assert event_id is not None
     import asyncio
 
     from aiokafka.errors import KafkaError
@@ -95,3 +119,38 @@ def _report_json(report: Any) -> dict[str, Any]:
         "kafka_timestamp_ms": report.kafka_timestamp_ms,
         "notes": report.notes,
     }
+
+
+def _list_actions(since: str | None, until: str | None, limit: int, as_json: bool) -> None:
+    """Print the recorded operator actions, newest first."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from silvertine_streams.ops.actions import list_actions, summary_line
+
+    start, stop = parse_time(since, "--since"), parse_time(until, "--until")
+    settings = running_stack_settings()
+    records = run(lambda: with_redis(settings, lambda redis: list_actions(
+        redis, start, stop, limit or None)))
+    if as_json:
+        for record in records:
+            click.echo(json.dumps({
+                "entry_id": record.entry_id, "at": record.recorded_at.isoformat(),
+                "started_at": record.started_at.isoformat(), "duration_s": record.duration_s,
+                "user": record.user, "host": record.host, "pid": record.pid,
+                "action": record.action, "command": record.command, "args": record.args,
+                "counts": record.counts, "outcome": record.outcome, "reason": record.reason,
+            }, default=str))
+        return
+    out = stdout_console()
+    table = Table(title=f"operator actions (newest {len(records)})")
+    for name in ("at (UTC)", "who", "action", "outcome", "counts", "command / reason"):
+        table.add_column(name, overflow="fold")
+    for record in records:
+        outcome = {"done": "done", "refused": "[yellow]refused[/]",
+                   "failed": "[bold red]failed[/]"}[record.outcome]
+        detail = record.command + (f"\n{record.reason}" if record.reason else "")
+        # Commands and reasons hold user text ("--where x in [1]"): never rich markup.
+        table.add_row(record.recorded_at.strftime("%Y-%m-%d %H:%M:%S"), escape(record.who),
+                      escape(record.action), outcome, summary_line(record), escape(detail))
+    out.print(table)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from silvertine_streams.cli.actions import audited, confirm
 from silvertine_streams.cli.common import (
     parse_time,
     run,
@@ -71,19 +72,38 @@ def dlq_list(reason: str | None, limit: int, as_json: bool) -> None:
 @click.argument("entry_ids", nargs=-1)
 @click.option("--reason", help="requeue every letter with this reason code or text")
 @click.option("--all", "everything", is_flag=True, help="requeue every letter")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation (needed without a terminal)")
 @fails_cleanly
-def dlq_requeue(entry_ids: tuple[str, ...], reason: str | None, everything: bool) -> None:
+def dlq_requeue(entry_ids: tuple[str, ...], reason: str | None, everything: bool,
+                yes: bool) -> None:
     """Re-submit dead letters to their ingress stream events:<type>, then delete them.
 
-    Fix the cause first: a letter that fails again comes back with its new reason.
+    Shows what it would requeue and asks first, unless --yes; recorded in the
+    audit trail (silvertine audit --actions). Fix the cause first: a letter that
+    fails again comes back with its new reason.
     """
-    from silvertine_streams.ops.dead_letters import requeue
+    from silvertine_streams.ops.dead_letters import requeue_entries, select_letters
 
     if not entry_ids and not reason and not everything:
         raise click.UsageError("give dlq entry ids, --reason R, or --all")
     settings = running_stack_settings()
-    result = run(lambda: with_redis(
-        settings, lambda redis: requeue(redis, entry_ids, reason, everything=everything)))
+    with audited(settings, "dlq requeue") as action:
+        selection = run(lambda: with_redis(settings, lambda redis: select_letters(
+            redis, entry_ids, reason, everything=everything)))
+        routable = len(selection.entries) - selection.unroutable
+        action.counts.update(matched=len(selection.entries), missing=len(selection.missing))
+        if routable and not yes:
+            routes = ", ".join(f"{n} to {stream}" for stream, n in sorted(selection.routes.items()))
+            click.echo(f"would requeue {routable} dead letter(s): {routes}"
+                       + (f"; {selection.unroutable} stay (no readable event type)"
+                          if selection.unroutable else ""))
+            confirm(f"requeue {routable} dead letter(s) ({routes})", yes)
+        # Letters without a readable type are only reported (kept): no write for them.
+        result = run(lambda: with_redis(
+            settings, lambda redis: requeue_entries(redis, selection.entries)))
+        result.missing[:0] = selection.missing
+        action.counts.update(requeued=len(result.requeued), kept=len(result.kept),
+                             missing=len(result.missing))
     for dlq_id, ingress, event_id in result.requeued:
         click.echo(f"requeued {dlq_id} -> {ingress} (event {event_id})")
     for dlq_id, why in result.kept:
@@ -99,24 +119,29 @@ def dlq_requeue(entry_ids: tuple[str, ...], reason: str | None, everything: bool
 @dlq.command("purge")
 @click.option("--before", required=True, help="delete letters written before this ISO time")
 @click.option("--reason", help="only letters with this reason code or text")
-@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation (needed without a terminal)")
 @fails_cleanly
 def dlq_purge(before: str, reason: str | None, yes: bool) -> None:
-    """Delete dead letters older than a time (asks first unless --yes)."""
+    """Delete dead letters older than a time.
+
+    Asks first unless --yes; recorded in the audit trail (silvertine audit --actions).
+    """
     from silvertine_streams.ops.dead_letters import count_before, purge
 
     moment = parse_time(before, "--before")
     assert moment is not None
     settings = running_stack_settings()
-    count = run(lambda: with_redis(settings, lambda redis: count_before(redis, moment, reason)))
-    if count == 0:
-        click.echo("nothing to purge")
-        return
-    what = f"{count} dead letter(s) written before {moment.isoformat()}"
-    if reason:
-        what += f" with reason {reason!r}"
-    if not yes and not click.confirm(f"Delete {what}?", default=False):
-        click.echo("nothing deleted")
-        sys.exit(1)
-    deleted = run(lambda: with_redis(settings, lambda redis: purge(redis, moment, reason)))
+    with audited(settings, "dlq purge") as action:
+        count = run(lambda: with_redis(
+            settings, lambda redis: count_before(redis, moment, reason)))
+        action.counts.update(matched=count, purged=0)
+        if count == 0:
+            click.echo("nothing to purge")
+            return
+        what = f"delete {count} dead letter(s) written before {moment.isoformat()}"
+        if reason:
+            what += f" with reason {reason!r}"
+        confirm(what, yes)
+        deleted = run(lambda: with_redis(settings, lambda redis: purge(redis, moment, reason)))
+        action.counts["purged"] = deleted
     click.echo(f"deleted {deleted} dead letter(s)")

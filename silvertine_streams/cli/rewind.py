@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import click
 
+from silvertine_streams.cli.actions import audited, confirm
 from silvertine_streams.cli.common import (
     EVENT_TYPE,
     run,
@@ -13,7 +15,10 @@ from silvertine_streams.cli.common import (
     stdout_console,
 )
 from silvertine_streams.cli.errors import fails_cleanly
-from silvertine_streams.errors import SilvertineError
+from silvertine_streams.errors import ConfigError, SilvertineError, redact
+
+if TYPE_CHECKING:
+    from silvertine_streams.ops.rewind import RewindPlan
 
 
 @click.command()
@@ -23,15 +28,17 @@ from silvertine_streams.errors import SilvertineError
 @click.option("--dry-run", is_flag=True, help="show the new offsets; change nothing")
 @click.option("--beyond-dedupe-window", is_flag=True,
               help="allow reprocessing messages older than SILVERTINE_DEDUPE_WINDOW_S")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation (needed without a terminal)")
 @fails_cleanly
-def rewind(to: str, types: tuple[str, ...], dry_run: bool, beyond_dedupe_window: bool) -> None:
+def rewind(to: str, types: tuple[str, ...], dry_run: bool, beyond_dedupe_window: bool,
+           yes: bool) -> None:
     """Reset the workers' committed offsets to a time; workers must be stopped.
 
     On the next start the workers reprocess from there; the canonical log drops
-    what it already holds (the dedupe window), so it does not change.
+    what it already holds (the dedupe window), so it does not change. Shows the
+    new offsets and asks first, unless --yes or --dry-run; recorded in the audit
+    trail (silvertine audit --actions).
     """
-    from rich.table import Table
-
     from silvertine_streams.ops.rewind import parse_rewind_target, rewind_group
 
     target = parse_rewind_target(to)
@@ -40,8 +47,45 @@ def rewind(to: str, types: tuple[str, ...], dry_run: bool, beyond_dedupe_window:
         # Without Redis the rewind cannot check liveness; it says so when it matters.
         with contextlib.suppress(SilvertineError):
             settings = running_stack_settings(kafka=True, redis=True)
-    plan = run(lambda: rewind_group(settings, target, list(types) or None, dry_run=dry_run,
-                                    beyond_dedupe_window=beyond_dedupe_window))
+    chosen = list(types) or None
+
+    def plan_of(dry: bool) -> RewindPlan:
+        return run(lambda: rewind_group(settings, target, chosen, dry_run=dry,
+                                        beyond_dedupe_window=beyond_dedupe_window))
+
+    if dry_run:
+        _show(plan_of(True), dry_run=True)
+        return
+    if settings.redis_url is None:
+        raise ConfigError("SILVERTINE_REDIS_URL", None,
+                          "a Redis URL: a rewind checks there that no worker runs and records "
+                          "who rewound what in the audit trail (ops:actions)")
+    with audited(settings, "rewind", group=settings.app_id,
+                 kafka=redact(str(settings.kafka_url))) as action:
+        if not yes:
+            preview = plan_of(True)
+            action.counts.update(_counts(preview))
+            _show(preview, dry_run=True)
+            confirm(f"commit these offsets for group {preview.group!r} "
+                    f"({len(preview.partitions)} partition(s), "
+                    f"{sum(p.to_reprocess for p in preview.partitions):,} message(s) to "
+                    "reprocess)", yes)
+        plan = plan_of(False)
+        action.counts.update(_counts(plan))
+    _show(plan, dry_run=False)
+
+
+def _counts(plan: RewindPlan) -> dict[str, int]:
+    return {"partitions": len(plan.partitions),
+            "moved": sum(p.committed != p.target for p in plan.partitions),
+            "to_reprocess": sum(p.to_reprocess for p in plan.partitions),
+            "skipped": sum(p.skipped for p in plan.partitions),
+            "removed_members": len(plan.removed_members)}
+
+
+def _show(plan: RewindPlan, *, dry_run: bool) -> None:
+    from rich.table import Table
+
     out = stdout_console()
     table = Table(title=f"group {plan.group}: rewind to {plan.target}"
                   + (" (dry run: nothing committed)" if dry_run else ""))

@@ -1,4 +1,5 @@
-"""Operator tools, side by side: audit, dead-letter tools, consumer-group rewind.
+"""Operator tools, side by side: audit, dead-letter tools, consumer-group rewind, and
+the trail of operator actions (``actions``).
 
 Each tool imports the engine (sinks, replay, kafka, topics), never another tool.
 """

@@ -10,6 +10,8 @@
   stable one (``requeued:<origin>:<digest of the payload>``), so requeueing
   two copies of one letter (dead letters are at least once) logs it once.
   Payloads whose type cannot be read stay in ``dlq``; the result says why.
+  :func:`select_letters` chooses without changing anything (what the command
+  shows before it asks), :func:`requeue_entries` then requeues exactly those.
 * **purge** deletes entries older than a time, with the index kept in step.
 
 Deleting keeps the ``dlq:ids`` index (event id -> entry ids) consistent, and a
@@ -114,6 +116,66 @@ class RequeueResult:
     missing: list[str] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class RequeueSelection:
+    """The dead letters a requeue would take, before anything is changed.
+
+    Attributes:
+        entries: the letters chosen, oldest first.
+        missing: ids asked for that are not in ``dlq``.
+    """
+
+    entries: list[DeadLetterEntry] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def routes(self) -> dict[str, int]:
+        """Letters per ingress stream they would go to (``events:<type>``)."""
+        counts: dict[str, int] = {}
+        for entry in self.entries:
+            if entry.event_type is not None:
+                stream = ingress_stream(entry.event_type)
+                counts[stream] = counts.get(stream, 0) + 1
+        return counts
+
+    @property
+    def unroutable(self) -> int:
+        """Letters chosen that would stay: their event type cannot be read."""
+        return sum(entry.event_type is None for entry in self.entries)
+
+
+async def select_letters(
+    redis: Redis, ids: Sequence[str] = (), reason: str | None = None, *, everything: bool = False,
+) -> RequeueSelection:
+    """Choose the dead letters to requeue: by entry id, by reason, or all; change nothing.
+
+    Args:
+        redis: the Redis of the DLQ.
+        ids: dlq entry ids.
+        reason: every letter whose reason matches (see :func:`reason_matches`);
+            with ``ids``, only those of them that match.
+        everything: every letter (when neither ``ids`` nor ``reason`` is given).
+
+    Raises:
+        ValueError: none of ``ids``, ``reason``, ``everything`` was given.
+    """
+    if not ids and not reason and not everything:
+        raise ValueError("say which letters: entry ids, a reason, or everything")
+    selection = RequeueSelection()
+    if ids:
+        for wanted in dict.fromkeys(ids):
+            entry = await _read_one(redis, wanted)
+            if entry is None:
+                selection.missing.append(wanted)
+            elif reason_matches(entry.reason, reason):
+                selection.entries.append(entry)
+    else:
+        async for entry in iter_dead_letters(redis):
+            if reason_matches(entry.reason, reason):
+                selection.entries.append(entry)
+    return selection
+
+
 async def requeue(
     redis: Redis, ids: Sequence[str] = (), reason: str | None = None, *, everything: bool = False,
 ) -> RequeueResult:
@@ -128,27 +190,21 @@ async def requeue(
     Raises:
         ValueError: none of ``ids``, ``reason``, ``everything`` was given.
     """
-    if not ids and not reason and not everything:
-        raise ValueError("say which letters: entry ids, a reason, or everything")
+    selection = await select_letters(redis, ids, reason, everything=everything)
+    result = await requeue_entries(redis, selection.entries)
+    result.missing[:0] = selection.missing
+    return result
+
+
+async def requeue_entries(redis: Redis, entries: Sequence[DeadLetterEntry]) -> RequeueResult:
+    """Requeue exactly these letters (see :func:`select_letters`); one gone since is missing."""
     result = RequeueResult()
-    selected: list[DeadLetterEntry] = []
-    if ids:
-        for wanted in dict.fromkeys(ids):
-            entry = await _read_one(redis, wanted)
-            if entry is None:
-                result.missing.append(wanted)
-            elif reason_matches(entry.reason, reason):
-                selected.append(entry)
-    else:
-        async for entry in iter_dead_letters(redis):
-            if reason_matches(entry.reason, reason):
-                selected.append(entry)
     script = redis.register_script(_REQUEUE)
     keys = [DLQ_STREAM, DLQ_INDEX, DLQ_REQUEUED] + [ingress_stream(t) for t in EVENT_TYPES]
-    for start in range(0, len(selected), PAGE):
+    for start in range(0, len(entries), PAGE):
         batch: list[tuple[DeadLetterEntry, str, str]] = []
         args: list[bytes | str | int] = []
-        for entry in selected[start:start + PAGE]:
+        for entry in entries[start:start + PAGE]:
             event_type = entry.event_type
             if event_type is None:
                 result.kept.append((entry.entry_id, _why_not_requeued(entry.payload)))

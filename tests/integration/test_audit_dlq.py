@@ -10,9 +10,6 @@ with its new reason, nothing is lost.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,9 +29,10 @@ from silvertine_streams.kafka.publisher import Publisher, partition_for
 from silvertine_streams.ops.audit import audit
 from silvertine_streams.ops.dead_letters import purge, requeue, requeue_payload
 from silvertine_streams.replay.dead_letters import DeadLetterEntry, list_dead_letters
-from silvertine_streams.settings import Settings, settings_env
+from silvertine_streams.settings import Settings
 from silvertine_streams.topics import DLQ_INDEX, DLQ_STREAM, event_topic, ingress_stream, log_stream
 from tests.helpers import async_wait_for
+from tests.ops_support import run_ops
 from tests.pipeline_support import WorkerPool
 
 pytestmark = pytest.mark.integration
@@ -43,14 +41,6 @@ BAD_PRICE = b'{"event_type":"market_data","event_id":"neg-1","symbol":"AAPL","pr
 ORDER_ON_WRONG_TOPIC = encode_event(OrderEvent(
     event_id="lost-order", order_id="o-lost", symbol="MSFT", side=OrderSide.BUY, quantity=3,
     source="oms"))
-
-
-def run_ops(settings: Settings, *args: str, stdin: str | None = None
-            ) -> subprocess.CompletedProcess[str]:
-    """Run an operations command as a user would (``silvertine <command>``)."""
-    return subprocess.run([sys.executable, "-m", "silvertine_streams", *args],
-                          env=settings_env(settings, os.environ), capture_output=True, text=True,
-                          timeout=120, input=stdin)
 
 
 async def produce_raw(settings: Settings, topic: str, values: list[bytes],
@@ -186,7 +176,7 @@ async def test_requeue_after_fixing_the_cause_logs_the_event_exactly_once(
     assert "total 3 (invalid: 3)" in table.stdout
 
     # The cause (the wrong topic) is fixed by routing on the payload's own event_type.
-    done = run_ops(pipeline_settings, "dlq", "requeue", "--reason", "does not belong")
+    done = run_ops(pipeline_settings, "dlq", "requeue", "--reason", "does not belong", "--yes")
     assert done.returncode == 0, done.stderr
     assert "2 requeued, 0 kept, 0 missing" in done.stdout
     await wait_until(redis_client, workers, "the order logged", {log_stream("order"): 1})
@@ -242,7 +232,8 @@ async def test_purge_asks_first_and_keeps_the_index_in_step(
     assert await redis_client.hget(DLQ_INDEX, "neg-1") is not None
     later = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
 
-    declined = run_ops(pipeline_settings, "dlq", "purge", "--before", later, stdin="n\n")
+    declined = run_ops(pipeline_settings, "dlq", "purge", "--before", later, stdin="n\n",
+                       terminal=True)
     assert declined.returncode == 1 and "Delete 2 dead letter(s)" in declined.stdout
     assert await redis_client.xlen(DLQ_STREAM) == 2
 

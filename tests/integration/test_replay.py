@@ -152,13 +152,13 @@ async def test_replayed_events_never_reenter_the_log(
     before = await log_entries(redis_client, "market_data")
 
     refused = run_ops(pipeline_settings, "replay", "--type", "market_data", "--to",
-                      "topic:silvertine.market_data")
+                      "topic:silvertine.market_data", "--yes")
     assert refused.returncode == 2, refused.stderr
     assert "refusing to replay into 'silvertine.market_data'" in refused.stderr
     assert "Traceback" not in refused.stderr
 
     done = run_ops(pipeline_settings, "replay", "--type", "market_data", "--to",
-                   "topic:replay.market_data", "--no-progress")
+                   "topic:replay.market_data", "--yes", "--no-progress")
     assert done.returncode == 0, done.stderr
     assert f"replayed {len(before)} events" in done.stderr
 
@@ -238,7 +238,7 @@ async def test_replay_to_handlers_runs_them_isolated_in_the_replaying_process(
     fast = pipeline_settings.model_copy(update={"handler_timeout_s": 0.05})
 
     result = run_ops(fast, "replay", "--type", "order", "--to", "handlers",
-                     "--handlers", "tests.handler_fixtures:setup", "--no-progress")
+                     "--handlers", "tests.handler_fixtures:setup", "--yes", "--no-progress")
 
     assert result.returncode == 0, result.stderr
     seen: Any = await redis_client.xrange(SEEN_STREAM)

@@ -142,13 +142,13 @@ async def test_rewind_to_a_time_restarts_each_partition_at_its_first_later_messa
     await wait_logged(redis_client, workers, first + second)
     before = await snapshot(redis_client)
 
-    refused = run_ops(pipeline_settings, "rewind", "--to", "earliest")
+    refused = run_ops(pipeline_settings, "rewind", "--to", "earliest", "--yes")
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "workers are running" in refused.stderr
     assert "Traceback" not in refused.stderr
 
     assert worker.stop() == 0
-    done = run_ops(pipeline_settings, "rewind", "--to", between.isoformat())
+    done = run_ops(pipeline_settings, "rewind", "--to", between.isoformat(), "--yes")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "committed" in done.stdout
 
