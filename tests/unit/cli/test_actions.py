@@ -6,7 +6,6 @@ write is captured instead of sent to Redis (the integration tests send it).
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import click
@@ -18,8 +17,9 @@ from silvertine_streams.cli.actions import audited, command_line, confirm
 from silvertine_streams.cli.errors import fails_cleanly
 from silvertine_streams.errors import ActionRefused, ServerUnavailable
 from silvertine_streams.ops.actions import ActionRecord
+from silvertine_streams.settings import load_settings
 
-SETTINGS: Any = SimpleNamespace(redis_url="redis://127.0.0.1:1/0")
+SETTINGS = load_settings(redis_url="redis://127.0.0.1:1/0")  # nothing listens on port 1
 
 
 @click.group()
