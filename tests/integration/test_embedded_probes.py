@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +27,31 @@ from silvertine_streams.embedded.servers import (
     tansu_binary,
 )
 from silvertine_streams.errors import EmbeddedServerError
+from silvertine_streams.settings import load_settings
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
+
+
+def kafka_url(port: int) -> str:
+    return f"kafka://{LOOPBACK}:{port}"
+
+
+def redis_url(port: int) -> str:
+    return f"redis://{LOOPBACK}:{port}/0"
+
+
+def kafka_at(port: int) -> Callable[[], None]:
+    return kafka_probe(load_settings(kafka_url=kafka_url(port), redis_url=redis_url(1)))
+
+
+def redis_at(port: int) -> Callable[[], None]:
+    return redis_probe(load_settings(kafka_url=kafka_url(1), redis_url=redis_url(port)))
+
+
+def probe(name: str, port: int) -> Callable[[], None]:
+    url = kafka_url(port) if name == KAFKA else redis_url(port)
+    return readiness_probe(name, url, load_settings())
 
 
 @dataclass
@@ -83,15 +105,15 @@ def _connects(port: int) -> bool:
 
 def test_the_probes_pass_once_their_servers_answer(servers: Servers) -> None:
     # Tansu may still be starting after its port opened: the probe is what says it is ready.
-    wait_for(lambda: _passes(readiness_probe(KAFKA, servers.kafka_port)), timeout=30,
+    wait_for(lambda: _passes(probe(KAFKA, servers.kafka_port)), timeout=30,
              message="the Kafka probe passes")
-    readiness_probe(REDIS, servers.redis_port)()
-    kafka_probe(servers.kafka_port)()
+    probe(REDIS, servers.redis_port)()
+    kafka_at(servers.kafka_port)()
 
 
 async def test_the_kafka_probe_runs_from_inside_a_running_event_loop(servers: Servers) -> None:
     # asyncio.run would refuse to nest here; the probe runs its round trip on its own loop.
-    wait_for(lambda: _passes(kafka_probe(servers.kafka_port)), timeout=30,
+    wait_for(lambda: _passes(kafka_at(servers.kafka_port)), timeout=30,
              message="the Kafka probe passes inside a loop")
 
 
@@ -99,7 +121,7 @@ def test_the_kafka_probe_needs_a_kafka_answer_not_an_open_port(servers: Servers)
     # Redis accepts the connection but cannot answer a metadata request. (The
     # converse, PING to Tansu, is left out: redis-py retries its read timeouts for ~25 s.)
     with pytest.raises(Exception) as kafka_on_redis:  # noqa: PT011  # aiokafka's own errors
-        readiness_probe(KAFKA, servers.redis_port)()
+        probe(KAFKA, servers.redis_port)()
     assert "bootstrap" in str(kafka_on_redis.value)
     assert not isinstance(kafka_on_redis.value, EmbeddedServerError)  # "not yet", not fatal
 
@@ -109,21 +131,21 @@ def test_a_redis_without_aof_is_refused_for_good(servers: Servers) -> None:
     try:
         client.config_set("appendonly", "no")
         with pytest.raises(EmbeddedServerError) as refused:
-            redis_probe(servers.redis_port)()
+            redis_at(servers.redis_port)()
         assert refused.value.server == REDIS
         assert "runs without AOF" in refused.value.reason
         assert "'no'" in refused.value.reason
     finally:
         client.config_set("appendonly", "yes")
         client.close()
-    redis_probe(servers.redis_port)()
+    redis_at(servers.redis_port)()
 
 
 def test_a_closed_port_fails_at_once_without_a_kafka_client() -> None:
     port = pick_free_port()
     started = time.monotonic()
     with pytest.raises(ConnectionRefusedError):
-        kafka_probe(port)()
+        kafka_at(port)()
     assert time.monotonic() - started < 1.0
 
 
@@ -131,7 +153,7 @@ def test_a_listener_that_never_answers_is_not_a_ready_broker() -> None:
     with socket.create_server((LOOPBACK, 0)) as listener:
         port = listener.getsockname()[1]
         with pytest.raises(Exception) as failed:  # noqa: PT011  # aiokafka's own errors
-            kafka_probe(port)()
+            kafka_at(port)()
     assert "bootstrap" in str(failed.value)
 
 

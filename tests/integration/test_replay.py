@@ -24,6 +24,7 @@ from silvertine_streams.events import (
     MarketDataEvent,
     OrderEvent,
     OrderSide,
+    SignalEvent,
     content_fingerprint,
     encode_event,
 )
@@ -54,12 +55,21 @@ async def log_entries(redis: Redis, event_type: str) -> list[tuple[str, dict[str
     return [(entry_id.decode(), json.loads(fields[b"event"])) for entry_id, fields in entries]
 
 
+async def _logged(redis: Redis, event_type: str) -> bool:
+    return bool(await redis.xlen(log_stream(event_type)))
+
+
 async def record_live(settings: Settings, redis: Redis, workers: WorkerPool,
                       seconds: float = 2.0, per_second: int = 10) -> list[Event]:
     """Publish ticks (and an order every 5th) live over ``seconds``; wait until all are logged."""
     workers.start()
     sent: list[Event] = []
     async with Publisher(settings) as publisher:
+        # Live means the worker logs as we publish: wait until it logs a warm-up
+        # signal, or it would find the whole recording waiting and log it in one batch.
+        await publisher.publish(SignalEvent(symbol="AAPL", strategy_id="warm-up"))
+        await async_wait_for(lambda: _logged(redis, "signal"), timeout=60,
+                             message="the worker to log the warm-up signal")
         for i in range(int(seconds * per_second) + 1):
             tick = MarketDataEvent(symbol=SYMBOLS[i % 3], price=95.0 + i, volume=1.0,
                                    source="feed-live")
@@ -111,8 +121,12 @@ async def test_replay_counts_filters_marks_and_merges_exactly(
     assert summary.filtered == len(logged_ticks) - len(expected)
 
     # since/until select by log time: [since, until).
+    # A batch logs many ticks in one millisecond: the window ends at the first tick
+    # logged in a later millisecond than its start, so it is never empty.
     since = entry_datetime(logged_ticks[5][0])
-    until = entry_datetime(logged_ticks[15][0])
+    until = next((entry_datetime(entry_id) for entry_id, _ in logged_ticks[6:]
+                  if entry_datetime(entry_id) > since), None)
+    assert until is not None, "every tick after the 6th was logged in the same millisecond"
     got = []
     await replay(redis_client, ["market_data"], since=since, until=until, to=got.append)
     expected = [event["event_id"] for entry_id, event in logged_ticks
