@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from silvertine_streams.agents.outbox import Outbox
+from silvertine_streams.domain.business_keys import business_key, describe
 from silvertine_streams.domain.flow import OverflowPolicy, OverloadDetector, shed, stream_key_of
 from silvertine_streams.domain.offsets import OffsetGuard
 from silvertine_streams.domain.reorder import ReleaseKind, ReorderBuffer, ReorderPolicy, Verdict
@@ -497,7 +498,8 @@ class EventPipeline:
                 self._metrics.count_shed(item.shed_reason)
                 continue
             records.append(LogRecord(item.event.event_id, item.fingerprint,
-                                     encode_event(item.event), item.origin))
+                                     encode_event(item.event), item.origin,
+                                     business_key(item.event)))
             logged_items.append(item)
         return _Commit(releases, records, logged_items, letters, gap_reports, outcome)
 
@@ -527,6 +529,15 @@ class EventPipeline:
                     new_events.append(item.event)
                 elif status is WriteStatus.DUPLICATE:
                     outcome.duplicates += 1
+                elif status is WriteStatus.BUSINESS_DUPLICATE:
+                    self._metrics.business_duplicates.inc()
+                    conflicts.append(DeadLetter(
+                        record.event_json,
+                        f"duplicate_trade: {describe(record.business_key)} was already "
+                        f"logged under another event id; {record.event_id} is not logged "
+                        "again (first write wins)",
+                        record.origin,
+                    ))
                 else:
                     conflicts.append(DeadLetter(
                         record.event_json,

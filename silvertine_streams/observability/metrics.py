@@ -36,6 +36,12 @@ DEDUPE_HITS = Counter(
     "silvertine_dedupe_hits", "Events dropped as already logged (same id, same content)",
     ["event_type"], registry=REGISTRY,
 )
+BUSINESS_DUPLICATES = Counter(
+    "silvertine_business_duplicates",
+    "Events not logged because their business key (a fill's venue and trade id) was "
+    "already logged under another event id; each is also a duplicate_trade dead letter",
+    ["event_type"], registry=REGISTRY,
+)
 SEQUENCE_GAPS = Counter(
     "silvertine_sequence_gaps", "Sequence gaps detected", ["event_type"], registry=REGISTRY
 )
@@ -125,6 +131,7 @@ class TypeMetrics:
     events_in: Counter
     events_logged: Counter
     dedupe_hits: Counter
+    business_duplicates: Counter
     sequence_gaps: Counter
     sequence_stale: Counter
     sink_batch_size: Histogram
@@ -144,6 +151,7 @@ class TypeMetrics:
             events_in=EVENTS_IN.labels(event_type),
             events_logged=EVENTS_LOGGED.labels(event_type),
             dedupe_hits=DEDUPE_HITS.labels(event_type),
+            business_duplicates=BUSINESS_DUPLICATES.labels(event_type),
             sequence_gaps=SEQUENCE_GAPS.labels(event_type),
             sequence_stale=SEQUENCE_STALE.labels(event_type),
             sink_batch_size=SINK_BATCH_SIZE.labels(event_type),

@@ -59,12 +59,17 @@ class WriteStatus(enum.IntEnum):
     CONFLICT = 2
     """Same id already logged with another fingerprint: the first write stays; the
     caller sends this one to the DLQ as ``id_conflict``."""
+    BUSINESS_DUPLICATE = 3
+    """A new id whose business key (a fill's venue and trade id) was already logged
+    under another id: a producer that rebuilt the event on retry. Not logged; the
+    caller sends it to the DLQ as ``duplicate_trade``."""
 
 
 _STATUS_OF_CHAR = {
     "W": WriteStatus.WRITTEN,
     "D": WriteStatus.DUPLICATE,
     "C": WriteStatus.CONFLICT,
+    "B": WriteStatus.BUSINESS_DUPLICATE,
 }
 
 
@@ -78,12 +83,15 @@ class LogRecord(NamedTuple):
         event_json: the event JSON (UTF-8), stored as the entry field ``event``.
         origin: where it came from, e.g. ``"silvertine.order/2/1234"``
             (topic/partition/offset); stored as the field ``origin`` for audit.
+        business_key: what identifies the event in its domain whatever its id
+            (:func:`~silvertine_streams.domain.business_keys.business_key`), or "".
     """
 
     event_id: str
     fingerprint: str
     event_json: bytes
     origin: str
+    business_key: str = ""
 
 
 def split_index_value(value: bytes | str) -> tuple[str, str | None]:
@@ -153,6 +161,7 @@ class CanonicalLogSink:
         self.written = 0
         self.duplicates = 0
         self.conflicts = 0
+        self.business_duplicates = 0
         self._redis = redis
         self._clock = clock
         self._bucket_ttl_ms = math.ceil(2 * window_s * 1000)
@@ -205,11 +214,12 @@ class CanonicalLogSink:
         """Make one attempt: one EVALSHA carrying the whole chunk as one argument."""
         flat: list[str] = []
         append = flat.append
-        for event_id, fingerprint, event_json, origin in chunk:
+        for event_id, fingerprint, event_json, origin, business_key in chunk:
             append(event_id)
             append(fingerprint)
             append(event_json.decode("utf-8"))  # msgpack str: Redis 6.2 cannot read bin
             append(origin)
+            append(business_key)
         bucket = int(self._clock() // self.window_s)
         args = (
             self.stream,
@@ -237,7 +247,9 @@ class CanonicalLogSink:
             )
         written = text.count("W")
         conflicts = text.count("C")
+        business = text.count("B")
         self.written += written
         self.conflicts += conflicts
-        self.duplicates += expected - written - conflicts
+        self.business_duplicates += business
+        self.duplicates += expected - written - conflicts - business
         return [_STATUS_OF_CHAR[c] for c in text]

@@ -237,3 +237,35 @@ async def test_contract_shaped_events_from_external_clients(
     assert letters is not None
     assert "Object missing required field `side`" in letters[0]["reason"]
     assert await read_log(redis_client, "order") == []
+
+
+async def test_a_fill_rebuilt_with_a_new_id_is_logged_once_and_dead_lettered(
+    pipeline_settings: Settings, redis_client: Redis, workers: WorkerPool
+) -> None:
+    # A producer that rebuilds the event on retry (a new uuid4) would otherwise have
+    # one execution logged, and executed, twice: the venue's trade id identifies it.
+    from confluent_kafka import Producer
+
+    fields = {"order_id": "o-9", "symbol": "AAPL", "executed_quantity": 5,
+              "executed_price": 101.5, "exchange": "XNAS", "trade_id": "T-88"}
+    first = _contract_json("fill", "try-1", **fields)
+    retried = _contract_json("fill", "try-2", **fields)
+    other_trade = _contract_json("fill", "try-3", **{**fields, "trade_id": "T-89"})
+    workers.start()
+    producer = Producer({"bootstrap.servers": ",".join(pipeline_settings.kafka_bootstrap)})
+    for body in (first, retried, other_trade):
+        producer.produce(event_topic("fill"), value=body.encode(), key=b"AAPL")
+    assert producer.flush(30) == 0, "confluent-kafka did not deliver"
+
+    logged = await wait_for_log(redis_client, "fill", 2, workers)
+    assert [event["event_id"] for event in logged] == ["try-1", "try-3"]
+
+    async def duplicate_trade() -> list[dict[str, str]] | None:
+        letters = [d for d in await read_dlq(redis_client) if "try-2" in d["payload"]]
+        return letters or None
+
+    letters = await async_wait_for(duplicate_trade, timeout=60,
+                                   message=f"the rebuilt fill in the DLQ\n{workers.logs()}")
+    assert letters is not None
+    assert letters[0]["reason"].startswith("duplicate_trade: trade T-88 of venue XNAS")
+    assert len(await read_log(redis_client, "fill")) == 2  # nothing more arrived

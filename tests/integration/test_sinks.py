@@ -21,8 +21,10 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from silvertine_streams.domain.business_keys import business_key
 from silvertine_streams.embedded.processes import pick_free_port
 from silvertine_streams.embedded.stack import redis_server_binary
+from silvertine_streams.events import FillEvent, encode_event
 from silvertine_streams.settings import Settings
 from silvertine_streams.sinks import (
     CanonicalLogSink,
@@ -389,3 +391,36 @@ async def test_close_interrupts_an_attempt_hanging_on_a_silent_server() -> None:
         await client.aclose()
         server.close()
         await server.wait_closed()
+
+
+# --- business keys: a fill is one execution, whatever event id carries it ----------
+
+
+def fill_record(event_id: str, trade_id: str, exchange: str = "XNAS") -> LogRecord:
+    """A fill record with its business key, as the pipeline builds it."""
+    event = FillEvent(event_id=event_id, order_id="o-1", symbol="AAPL", executed_quantity=1.0,
+                      executed_price=10.0, exchange=exchange, trade_id=trade_id)
+    return LogRecord(event_id, f"fp-{event_id}", encode_event(event),
+                     f"silvertine.fill/0/{event_id}", business_key(event))
+
+
+async def test_a_rebuilt_fill_with_a_new_id_is_a_business_duplicate(redis_client: Redis) -> None:
+    sink = CanonicalLogSink(redis_client, "fill")
+    assert await sink.write([fill_record("f-1", "T-1")]) == [W]
+    # The producer retried with a new uuid4: same venue, same trade id.
+    rebuilt = [fill_record("f-2", "T-1"), fill_record("f-3", "T-2"),
+               fill_record("f-4", "T-1", exchange="XLON"), fill_record("f-5", "T-2")]
+    assert await CanonicalLogSink(redis_client, "fill").write(rebuilt) == [
+        WriteStatus.BUSINESS_DUPLICATE, W, W, WriteStatus.BUSINESS_DUPLICATE]
+    ids = [json.loads(fields[b"event"])["event_id"]
+           for fields in await logged(redis_client, log_stream("fill"))]
+    assert ids == ["f-1", "f-3", "f-4"]  # another venue's T-1 is another execution
+    # The first write's redelivery is still a plain duplicate, not a business one.
+    assert await sink.write([fill_record("f-1", "T-1")]) == [D]
+
+
+async def test_fills_without_a_trade_id_have_no_business_key(redis_client: Redis) -> None:
+    sink = CanonicalLogSink(redis_client, "fill")
+    assert business_key(FillEvent(order_id="o", symbol="A", executed_quantity=1.0,
+                                  executed_price=1.0)) == ""
+    assert await sink.write([fill_record("f-1", ""), fill_record("f-2", "")]) == [W, W]
