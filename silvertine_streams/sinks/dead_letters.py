@@ -59,7 +59,9 @@ def payload_event_id(payload: bytes) -> str | None:
     """Return the ``event_id`` of a payload that is a JSON object holding one, else None."""
     try:
         found = _ID_DECODER.decode(payload).event_id
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        # A dead letter may be anything, JSON nested too deeply for msgspec included:
+        # it has no id we can read, and writing it must not fail.
         return None
     return found or None
 
