@@ -1,21 +1,10 @@
 """Handler subscriptions by event type and priority: who gets which event, in which group.
 
 This keeps the seed EventBus's semantics: handlers subscribe to event types with
-a priority; for each event, CRITICAL handlers run (and finish) before HIGH, HIGH
-before NORMAL, NORMAL before LOW; handlers of one priority run concurrently.
-
-Isolation is the point (guarantee 5): every handler has its own timeout and
-its own :class:`~silvertine_streams.domain.circuit.CircuitBreaker`. A handler
-that raises or overruns counts a failure on its own circuit; an open circuit
-skips that handler; nothing a handler does reaches the caller or stops the
-other handlers. What happened is returned as a :class:`DispatchReport` for the
-metrics layer to read; this module does no I/O and logs nothing.
-
-Sync handlers run directly on the event loop — they must be quick. They cannot
-be interrupted, so one that runs past the timeout is counted as a timeout after
-the fact (and its circuit opens if it keeps doing so). An async handler that
-swallows cancellation cannot be stopped either; it is counted as a timeout once
-it returns.
+a priority, and :mod:`silvertine_streams.handlers.dispatch` runs each priority
+group in turn (CRITICAL, HIGH, NORMAL, LOW), each handler isolated by its own
+timeout and circuit breaker. The registry itself only answers "who, in which
+order" for an event type; it runs nothing and does no I/O.
 """
 
 from __future__ import annotations
