@@ -245,8 +245,21 @@ async def check_kafka_login(settings: Settings, *, timeout_s: float = LOGIN_CHEC
                 f"({type(exc).__name__}; check {ENV_PREFIX}KAFKA_SASL_USERNAME and _PASSWORD)",
             ) from exc
         except ssl.SSLError as exc:
-            reasons.append(f"{server}: TLS handshake failed: {exc.reason or exc} "
+            detail = (f"certificate verify failed: {exc.verify_message}"
+                      if isinstance(exc, ssl.SSLCertVerificationError) else exc.reason or exc)
+            reasons.append(f"{server}: TLS handshake failed: {detail} "
                            f"(check {ENV_PREFIX}KAFKA_SSL_CAFILE and the broker's certificate)")
+        except (KeyError, ValueError) as exc:  # after SSLError: a verify error is a ValueError
+            if not settings.kafka_security_protocol.startswith("SASL_"):
+                raise
+            # aiokafka's SCRAM client cannot read a server's "e=..." final message (it
+            # looks for "v=" and raises KeyError) or finds a wrong server signature.
+            raise CredentialsRefused(
+                f"kafka://{server}",
+                f"{settings.kafka_sasl_mechanism} login as {settings.kafka_sasl_username!r} "
+                f"refused (the broker ended the exchange with an error; check "
+                f"{ENV_PREFIX}KAFKA_SASL_USERNAME and _PASSWORD)",
+            ) from exc
         except (OSError, KafkaError, TimeoutError) as exc:
             reasons.append(f"{server}: {exc or type(exc).__name__}")
         else:
