@@ -21,12 +21,14 @@ import socket
 import ssl
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 import trustme
+from redis.asyncio import Redis
 
 from silvertine_streams.embedded.processes import (
     LOOPBACK,
@@ -37,6 +39,7 @@ from silvertine_streams.embedded.processes import (
 )
 from silvertine_streams.embedded.servers import redis_server_binary, tansu_binary
 from silvertine_streams.errors import EmbeddedServerError
+from silvertine_streams.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -276,3 +279,36 @@ def tls_kafka(tmp_path: Path, pki: Pki) -> Iterator[TlsKafka]:
     finally:
         for proc in reversed(procs):
             stop(proc)
+
+
+def secure_settings(tmp_path: Path, pki: Pki, redis: TlsRedis, kafka: TlsKafka | None, *,
+                    user: str = WORKER_USER, password: str = WORKER_PASSWORD,
+                    **changes: object) -> Settings:
+    """Settings for the TLS servers as ``user``, the password in a file (a container secret)."""
+    secret = tmp_path / f"{user}.password"
+    secret.write_text(f"{password}\n")
+    kafka_tls: dict[str, object] = {} if kafka is None else {
+        "kafka_url": kafka.url, "kafka_security_protocol": "SSL",
+        "kafka_ssl_cafile": pki.ca, "kafka_ssl_certfile": pki.client_cert,
+        "kafka_ssl_keyfile": pki.client_key}
+    return load_settings(**{
+        **kafka_tls,
+        "redis_url": redis.url, "redis_username": user, "redis_password_file": secret,
+        "redis_ssl_cafile": pki.ca, "redis_ssl_certfile": pki.client_cert,
+        "redis_ssl_keyfile": pki.client_key,
+        "data_dir": tmp_path / "data", "app_id": f"t-{uuid4().hex[:8]}", "partitions": 4,
+        "metrics_port": 0, "session_timeout_s": 6.0, "rebalance_timeout_s": 2.0,
+        **changes})
+
+
+@pytest.fixture
+async def tls_admin(tls_redis: TlsRedis, pki: Pki) -> AsyncIterator[Redis]:
+    """A TLS Redis client as the test's own admin user, on a flushed database."""
+    client = Redis(host="127.0.0.1", port=tls_redis.port, ssl=True, ssl_ca_certs=str(pki.ca),
+                   ssl_certfile=str(pki.client_cert), ssl_keyfile=str(pki.client_key),
+                   username=ADMIN_USER, password=ADMIN_PASSWORD)
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.aclose()

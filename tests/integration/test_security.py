@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from uuid import uuid4
 
@@ -26,19 +25,16 @@ from silvertine_streams import MarketDataEvent, Publisher
 from silvertine_streams.errors import CredentialsRefused, ServerUnavailable
 from silvertine_streams.kafka.admin import ensure_topics
 from silvertine_streams.kafka.clients import check_kafka_login, kafka_consumer
-from silvertine_streams.settings import Settings, load_settings, settings_env
+from silvertine_streams.settings import Settings, settings_env
 from silvertine_streams.topics import log_stream
 from tests.helpers import async_wait_for
 from tests.tls_support import (
-    ADMIN_PASSWORD,
-    ADMIN_USER,
     READER_PASSWORD,
     READER_USER,
-    WORKER_PASSWORD,
-    WORKER_USER,
     Pki,
     TlsKafka,
     TlsRedis,
+    secure_settings,
     start_tls_kafka,
     stop,
 )
@@ -48,39 +44,6 @@ pytestmark = pytest.mark.integration
 
 EVENTS = 60
 DEADLINE_S = 120.0
-
-
-def secure_settings(tmp_path: Path, pki: Pki, redis: TlsRedis, kafka: TlsKafka | None, *,
-                    user: str = WORKER_USER, password: str = WORKER_PASSWORD,
-                    **changes: object) -> Settings:
-    """Settings for the TLS servers as ``user``, the password in a file (a container secret)."""
-    secret = tmp_path / f"{user}.password"
-    secret.write_text(f"{password}\n")
-    kafka_tls: dict[str, object] = {} if kafka is None else {
-        "kafka_url": kafka.url, "kafka_security_protocol": "SSL",
-        "kafka_ssl_cafile": pki.ca, "kafka_ssl_certfile": pki.client_cert,
-        "kafka_ssl_keyfile": pki.client_key}
-    return load_settings(**{
-        **kafka_tls,
-        "redis_url": redis.url, "redis_username": user, "redis_password_file": secret,
-        "redis_ssl_cafile": pki.ca, "redis_ssl_certfile": pki.client_cert,
-        "redis_ssl_keyfile": pki.client_key,
-        "data_dir": tmp_path / "data", "app_id": f"t-{uuid4().hex[:8]}", "partitions": 4,
-        "metrics_port": 0, "session_timeout_s": 6.0, "rebalance_timeout_s": 2.0,
-        **changes})
-
-
-@pytest.fixture
-async def tls_admin(tls_redis: TlsRedis, pki: Pki) -> AsyncIterator[Redis]:
-    """A TLS Redis client as the test's own admin user, on a flushed database."""
-    client = Redis(host="127.0.0.1", port=tls_redis.port, ssl=True, ssl_ca_certs=str(pki.ca),
-                   ssl_certfile=str(pki.client_cert), ssl_keyfile=str(pki.client_key),
-                   username=ADMIN_USER, password=ADMIN_PASSWORD)
-    await client.flushdb()
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def run_cli(settings: Settings, *args: str, timeout: float = 120
