@@ -233,7 +233,9 @@ class Settings(BaseSettings):
     """Every setting of silvertine-streams; see the README's settings table."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, frozen=True, extra="ignore", case_sensitive=False
+        env_prefix=ENV_PREFIX, frozen=True, extra="ignore", case_sensitive=False,
+        # A bad URL or a secret must not reach a traceback (`--debug`) through its input.
+        hide_input_in_errors=True,
     )
 
     # --- servers -----------------------------------------------------------

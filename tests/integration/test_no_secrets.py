@@ -53,21 +53,29 @@ def test_an_absent_redis_with_a_password_is_one_line_naming_it(tmp_path: Path) -
     assert_no_secret(done.stdout + done.stderr, "the worker's output")
 
 
-@pytest.mark.parametrize(("args", "url", "status"), [
-    (("--debug", "worker"), f"redis://user:{MARK}@127.0.0.1:1/0", 1),       # a traceback too
-    (("worker",), f"redis://user:{MARK}@127.0.0.1:99999/0", 2),             # a bad port
-    (("worker",), f"redis://user:{MARK} with spaces@127.0.0.1:1/0", 2),     # not a URL
-    (("worker",), f"redis://user:{quote(MARK + '/@:', safe='')}@127.0.0.1:1/0", 3),
-    (("replay", "--type", "order"), f"rediss://user:{MARK}/@:x@127.0.0.1:1/0", 3),
-    (("audit", "0" * 32, "--no-kafka"), f"redis://user:{MARK}@127.0.0.1:1/0", 3),
-    (("dlq", "list"), f"redis://:{MARK}@127.0.0.1:1/0", 3),
+@pytest.mark.parametrize(("args", "url", "status", "more"), [
+    (("--debug", "worker"), f"redis://user:{MARK}@127.0.0.1:1/0", 1, {}),   # a traceback too
+    (("worker",), f"redis://user:{MARK}@127.0.0.1:99999/0", 2, {}),         # a bad port
+    (("--debug", "worker"), f"redis://user:{MARK}@127.0.0.1:99999/0", 1, {}),
+    (("worker",), f"redis://user:{MARK} with spaces@127.0.0.1:1/0", 2, {}),  # not a URL
+    (("worker",), f"redis://user:{quote(MARK + '/@:', safe='')}@127.0.0.1:1/0", 3, {}),
+    # Two passwords: refused, and in a traceback neither shows (pydantic hides inputs).
+    (("--debug", "worker"), f"redis://user:{MARK}@127.0.0.1:1/0", 1,
+     {"SILVERTINE_REDIS_PASSWORD": f"{MARK}-2"}),
+    (("--debug", "worker"), "redis://127.0.0.1:1/0", 1,
+     {"SILVERTINE_KAFKA_SASL_PASSWORD": f"{MARK}-3", "SILVERTINE_KAFKA_URL": "kafka://k:1"}),
+    (("replay", "--type", "order"), f"rediss://user:{MARK}/@:x@127.0.0.1:1/0", 3, {}),
+    (("audit", "0" * 32, "--no-kafka"), f"redis://user:{MARK}@127.0.0.1:1/0", 3, {}),
+    (("dlq", "list"), f"redis://:{MARK}@127.0.0.1:1/0", 3, {}),
 ])
 def test_cli_errors_never_show_the_password(
-        tmp_path: Path, args: tuple[str, ...], url: str, status: int) -> None:
+        tmp_path: Path, args: tuple[str, ...], url: str, status: int, more: dict[str, str]
+) -> None:
     done = silvertine(*args, env={"SILVERTINE_REDIS_URL": url,
-                                  "SILVERTINE_DATA_DIR": str(tmp_path / "data")})
+                                  "SILVERTINE_DATA_DIR": str(tmp_path / "data"), **more})
     assert done.returncode == status, done.stdout + done.stderr
-    assert "127.0.0.1" in done.stderr
+    if status == 3:
+        assert "127.0.0.1:1" in done.stderr  # the server is named, its password masked
     assert_no_secret(done.stdout + done.stderr, f"silvertine {' '.join(args)}")
 
 
