@@ -76,6 +76,13 @@ async def test_a_worker_logs_over_tls_what_the_publisher_sends_over_tls(
         await async_wait_for(logged, timeout=DEADLINE_S, interval=0.2,
                              message=f"the worker to log {EVENTS} events\n{worker.log_tail()}")
         assert worker.alive(), worker.log_tail()
+        # The operators' settings: the read-only ACL user. The monitor needs no Redis at all.
+        reader = secure_settings(tmp_path, pki, tls_redis, tls_kafka, user=READER_USER,
+                                 password=READER_PASSWORD)
+        monitored = run_cli(reader, "monitor", "--once", "--url",
+                            f"http://127.0.0.1:{worker.metrics_port}/metrics")
+        assert monitored.returncode == 0, monitored.stdout + monitored.stderr
+        assert "market_data" in monitored.stdout
     finally:
         worker.stop()
     log = worker.log_path.read_text(errors="replace")
@@ -84,8 +91,6 @@ async def test_a_worker_logs_over_tls_what_the_publisher_sends_over_tls(
     ids = {event.event_id for event in events}
 
     # The operator tools as the read-only ACL user: replay to stdout, audit, dlq list.
-    reader = secure_settings(tmp_path, pki, tls_redis, tls_kafka, user=READER_USER,
-                             password=READER_PASSWORD)
     replayed = run_cli(reader, "replay", "--type", "market_data", "--to", "print",
                        "--no-progress")
     assert replayed.returncode == 0, replayed.stderr
