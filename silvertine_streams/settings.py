@@ -22,13 +22,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, TypeVar, get_args
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from silvertine_streams.domain.flow import CRITICAL_TYPES
 from silvertine_streams.errors import ConfigError, UnknownSetting
 from silvertine_streams.events import EventPriority
 from silvertine_streams.observability.ntp import parse_server
+from silvertine_streams.security import MASK, parse_redis_url, read_secret_file, redact_url
 
 ENV_PREFIX = "SILVERTINE_"
 
@@ -41,7 +50,21 @@ SUPERVISOR_VARIABLES: Final = frozenset({"SILVERTINE_READY_FILE", "SILVERTINE_RE
 """Set by ``silvertine worker``'s supervisor for its child; not user settings."""
 
 _KAFKA_URL = re.compile(r"^kafka://[A-Za-z0-9_.\-\[\]:]+:\d{1,5}(;[A-Za-z0-9_.\-\[\]:]+:\d{1,5})*$")
-_REDIS_URL = re.compile(r"^rediss?://([^@/]*@)?[A-Za-z0-9_.\-\[\]:]+(:\d{1,5})?(/\d+)?$")
+
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+SECRET_FILES: Final = {
+    "kafka_sasl_password": "kafka_sasl_password_file",
+    "kafka_ssl_key_password": "kafka_ssl_key_password_file",
+    "redis_password": "redis_password_file",
+}
+"""Secret settings, and the setting naming a file to read each from (container secrets)."""
+_URL_FIELDS: Final = ("kafka_url", "redis_url")
+_PEM_FIELDS: Final = (
+    "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile",
+    "redis_ssl_cafile", "redis_ssl_certfile", "redis_ssl_keyfile",
+)
 
 _EVENT_TYPES = ("market_data", "order", "fill", "signal", "system")
 _TYPES_TEXT: Final = ", ".join(_EVENT_TYPES)
@@ -210,7 +233,9 @@ class Settings(BaseSettings):
     """Every setting of silvertine-streams; see the README's settings table."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, frozen=True, extra="ignore", case_sensitive=False
+        env_prefix=ENV_PREFIX, frozen=True, extra="ignore", case_sensitive=False,
+        # A bad URL or a secret must not reach a traceback (`--debug`) through its input.
+        hide_input_in_errors=True,
     )
 
     # --- servers -----------------------------------------------------------
@@ -220,7 +245,8 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         default=None,
-        description="redis://[user:pass@]host:port/db or rediss://...; unset = embedded redis",
+        description="redis://host:port/db, rediss:// for TLS, user:password@ before the host "
+        "(or SILVERTINE_REDIS_USERNAME/_PASSWORD); unset = the embedded redis-server",
     )
     data_dir: Path = Field(
         default=Path(".silvertine"),
@@ -228,6 +254,59 @@ class Settings(BaseSettings):
     )
     kafka_port: int = Field(default=0, ge=0, le=65535, description="embedded broker port, 0 = free")
     redis_port: int = Field(default=0, ge=0, le=65535, description="embedded redis port, 0 = free")
+
+    # --- security: Kafka SASL/TLS, Redis ACL/TLS (README: Security) ----------
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        default="PLAINTEXT",
+        description="PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL login over TLS)",
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism | None = Field(
+        default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (needed for SASL_*)"
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user")
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, description="SASL password (better: SILVERTINE_KAFKA_SASL_PASSWORD_FILE)"
+    )
+    kafka_sasl_password_file: Path | None = Field(
+        default=None, description="file holding the SASL password (a container secret)"
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="PEM CA certificates the brokers' certificates are checked "
+        "against; unset = the system's CAs"
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="PEM client certificate (mutual TLS), may hold the key too"
+    )
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="PEM client key")
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None, description="password of an encrypted client key"
+    )
+    kafka_ssl_key_password_file: Path | None = Field(
+        default=None, description="file holding the client key's password"
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, description="check that a broker's certificate names the host we dial"
+    )
+    redis_username: str | None = Field(
+        default=None, description="Redis ACL user (instead of the URL's user)"
+    )
+    redis_password: SecretStr | None = Field(
+        default=None, description="Redis password, any characters (instead of the URL's)"
+    )
+    redis_password_file: Path | None = Field(
+        default=None, description="file holding the Redis password (a container secret)"
+    )
+    redis_ssl_cafile: Path | None = Field(
+        default=None, description="PEM CA certificates for a rediss:// server; unset = the "
+        "system's CAs"
+    )
+    redis_ssl_certfile: Path | None = Field(
+        default=None, description="PEM client certificate for rediss:// (tls-auth-clients)"
+    )
+    redis_ssl_keyfile: Path | None = Field(default=None, description="PEM client key")
+    redis_ssl_check_hostname: bool = Field(
+        default=True, description="check that the Redis certificate names the host we dial"
+    )
 
     # --- the Faust app -----------------------------------------------------
     app_id: str = Field(default="silvertine", min_length=1, description="consumer group / app id")
@@ -395,9 +474,81 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: str | None) -> str | None:
-        if value is not None and not _REDIS_URL.match(value):
-            raise ValueError("redis://[user:pass@]host:port/db or rediss://...")
+        if value is not None:
+            parse_redis_url(value)  # raises ValueError saying what it accepts
         return value
+
+    @field_validator("kafka_sasl_mechanism", "kafka_security_protocol", mode="before")
+    @classmethod
+    def _upper_case(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator(*_PEM_FIELDS, *SECRET_FILES.values())
+    @classmethod
+    def _check_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"a readable file; {value} is not a file")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: object) -> object:
+        """Fill each secret from its ``*_FILE`` setting; refuse both at once."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for secret, file_field in SECRET_FILES.items():
+            path = data.get(file_field)
+            if path in (None, ""):
+                continue
+            if data.get(secret) not in (None, ""):
+                _refuse(file_field, f"a file, or {ENV_PREFIX}{secret.upper()}, not both")
+            try:
+                data[secret] = read_secret_file(Path(path))
+            except ValueError as exc:
+                _refuse(file_field, f"a readable file holding the secret ({exc})")
+        return data
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Settings:
+        """Refuse security settings that contradict each other or would be ignored."""
+        protocol = self.kafka_security_protocol
+        if protocol != "PLAINTEXT" and self.kafka_url is None:
+            _refuse("kafka_url", f"your Kafka's URL, as {ENV_PREFIX}KAFKA_SECURITY_PROTOCOL="
+                                 f"{protocol} (the embedded broker is plaintext)")
+        if protocol.startswith("SASL_"):
+            for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password"):
+                if getattr(self, name) is None:
+                    _refuse(name, f"set, as {ENV_PREFIX}KAFKA_SECURITY_PROTOCOL={protocol}")
+        else:
+            for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password"):
+                if getattr(self, name) is not None:
+                    _refuse("kafka_security_protocol",
+                            f"SASL_SSL or SASL_PLAINTEXT, as {ENV_PREFIX}{name.upper()} is set")
+        if not protocol.endswith("SSL"):
+            for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile",
+                         "kafka_ssl_key_password"):
+                if getattr(self, name) is not None:
+                    _refuse("kafka_security_protocol",
+                            f"SSL or SASL_SSL, as {ENV_PREFIX}{name.upper()} is set")
+        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
+            _refuse("kafka_ssl_certfile", "set too: a client key needs its certificate")
+        if self.redis_ssl_keyfile is not None and self.redis_ssl_certfile is None:
+            _refuse("redis_ssl_certfile", "set too: a client key needs its certificate")
+        address = parse_redis_url(self.redis_url) if self.redis_url is not None else None
+        for name in ("redis_ssl_cafile", "redis_ssl_certfile"):
+            if getattr(self, name) is not None and (address is None or not address.tls):
+                _refuse("redis_url", f"a rediss:// URL (TLS), as {ENV_PREFIX}{name.upper()} is set")
+        for name in ("redis_username", "redis_password"):
+            if getattr(self, name) is None:
+                continue
+            if address is None:
+                _refuse("redis_url", f"your Redis's URL, as {ENV_PREFIX}{name.upper()} is set "
+                                     "(the embedded redis-server has no users)")
+            elif getattr(address, name.removeprefix("redis_")) is not None:
+                _refuse(name, f"unset, or the URL without a {name.removeprefix('redis_')}: "
+                              "one place for each credential")
+        return self
 
     @field_validator("timestamp_floor")
     @classmethod
@@ -423,11 +574,16 @@ class Settings(BaseSettings):
         return value
 
     def __repr_args__(self):  # type: ignore[no-untyped-def]  # pydantic's own signature
-        """Hide passwords in URLs when settings are printed or logged."""
+        """Hide passwords in URLs when settings are printed or logged (secrets are SecretStr)."""
         for name, value in super().__repr_args__():
-            if name in ("kafka_url", "redis_url") and isinstance(value, str):
-                value = re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", value)
+            if name in _URL_FIELDS and isinstance(value, str):
+                value = redact_url(value)
             yield name, value
+
+    @property
+    def redis_display(self) -> str:
+        """The Redis URL for people: password masked; ``"(unset)"`` when not set."""
+        return redact_url(self.redis_url) if self.redis_url is not None else "(unset)"
 
     @property
     def consumed_types(self) -> tuple[str, ...]:
@@ -441,6 +597,11 @@ class Settings(BaseSettings):
         if self.kafka_url is None:
             raise ConfigError(f"{ENV_PREFIX}KAFKA_URL", None, "a URL (the stack is not up)")
         return self.kafka_url.removeprefix("kafka://").split(";")
+
+
+def _refuse(field: str, accepted: str) -> None:
+    """Fail validation naming ``field`` (which :func:`load_settings` turns into its variable)."""
+    raise PydanticCustomError("silvertine_setting", accepted, {"field": field})
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -458,10 +619,35 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]  # pydantic validates them
     except ValidationError as exc:
         error = exc.errors()[0]
+        context = error.get("ctx") or {}
+        if error["type"] == "silvertine_setting":
+            # A rule between settings: name the setting to change; its value is
+            # shown unless it is a secret (a URL's password is masked by ConfigError).
+            field = str(context["field"])
+            value: object = _input_of(error.get("input"), field)
+            raise ConfigError(f"{ENV_PREFIX}{field.upper()}", _shown(field, value),
+                              str(error["msg"])) from exc
         field = str(error["loc"][0]) if error["loc"] else "?"
         raise ConfigError(
-            f"{ENV_PREFIX}{field.upper()}", error.get("input"), _accepted(field, error)
+            f"{ENV_PREFIX}{field.upper()}", _shown(field, error.get("input")),
+            _accepted(field, error)
         ) from exc
+
+
+def _input_of(data: object, field: str) -> object:
+    """The value of ``field`` in what a model validator was given (a dict or a model)."""
+    if isinstance(data, Mapping):
+        return data.get(field)
+    return getattr(data, field, None)
+
+
+def _shown(field: str, value: object) -> object:
+    """A setting's value as an error may show it: secrets never, URLs without password."""
+    if field in SECRET_FILES:
+        return MASK
+    if field in _URL_FIELDS and isinstance(value, str):
+        return redact_url(value)
+    return value
 
 
 def supervisor_handshake() -> tuple[Path | None, int]:
@@ -534,6 +720,10 @@ def settings_env(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
                 env[variable] = text(parse(value))
             except ValueError as exc:
                 raise ConfigError(variable, value, str(exc)) from exc
+        elif isinstance(value, SecretStr):
+            # The child reads a secret from its file again rather than from its environment.
+            if getattr(settings, SECRET_FILES[name]) is None:
+                env[variable] = value.get_secret_value()
         elif value is not None:
             env[variable] = str(value)
     return env

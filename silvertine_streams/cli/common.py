@@ -83,13 +83,28 @@ def run(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 async def with_redis(settings: Settings, body: Callable[[Redis], Awaitable[T]]) -> T:
-    """Call ``body`` with a Redis client for ``settings.redis_url``; close it afterwards."""
+    """Call ``body`` with a Redis client for ``settings.redis_url``; close it afterwards.
+
+    Raises:
+        CredentialsRefused: Redis refused the user or password, or the ACL user
+            lacks a command or key the tool needs (``NOPERM``).
+        ServerUnavailable: Redis did not answer (one line naming it, password masked).
+    """
+    from redis.exceptions import AuthenticationError, NoPermissionError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from silvertine_streams.errors import CredentialsRefused, ServerUnavailable
     from silvertine_streams.redis.clients import redis_client
 
     # Replay and audit read pages of whole logs: one command may take long.
     client = redis_client(settings, role="cli", read_timeout_s=30.0)
     try:
         return await body(client)
+    except (AuthenticationError, NoPermissionError) as exc:
+        raise CredentialsRefused(settings.redis_display, str(exc)) from exc
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise ServerUnavailable(settings.redis_display, str(exc)) from exc
     finally:
         await client.aclose()
 

@@ -8,6 +8,7 @@ import click
 
 from silvertine_streams.cli.common import load_settings
 from silvertine_streams.cli.errors import fails_cleanly
+from silvertine_streams.security import redact_url
 
 
 @click.group()
@@ -27,7 +28,8 @@ def stack_up() -> None:
     settings = EmbeddedStack(load_settings()).up()
     asyncio.run(ensure_topics(settings))
     click.echo(f"SILVERTINE_KAFKA_URL={settings.kafka_url}")
-    click.echo(f"SILVERTINE_REDIS_URL={settings.redis_url}")
+    # The user's own Redis URL may hold a password: it is masked, never printed.
+    click.echo(f"SILVERTINE_REDIS_URL={settings.redis_display}")
 
 
 @stack.command("down")
@@ -49,7 +51,7 @@ def stack_status() -> None:
     statuses = EmbeddedStack(load_settings()).status()
     for status in statuses:
         if status.alive:
-            click.echo(f"{status.name:6} up    pid={status.pid} {status.url}")
+            click.echo(f"{status.name:6} up    pid={status.pid} {redact_url(status.url or '')}")
         else:
             click.echo(f"{status.name:6} down")
     sys.exit(0 if all(status.alive for status in statuses) else 1)

@@ -57,7 +57,7 @@ def choose_servers(settings: Settings) -> Settings:
     resolved = EmbeddedStack(settings).up()
     click.echo(f"silvertine: SILVERTINE_KAFKA_URL and SILVERTINE_REDIS_URL are unset: using the "
                f"embedded stack in {settings.data_dir} (Kafka {resolved.kafka_url}, Redis "
-               f"{resolved.redis_url}); `silvertine stack down` stops it", err=True)
+               f"{resolved.redis_display}); `silvertine stack down` stops it", err=True)
     return resolved
 
 
@@ -70,12 +70,15 @@ async def check_servers(settings: Settings, *, debug: bool = False) -> None:
         TopicMismatch: an existing topic has another partition count (not retried).
     """
     from silvertine_streams.kafka.admin import ensure_topics
+    from silvertine_streams.kafka.clients import check_kafka_login
 
     deadline = time.monotonic() + settings.startup_wait_s
     with _quiet(not debug):
         while True:
             try:
                 await _check_redis(settings)
+                # A refused login first: aiokafka's bootstrap reports it as "unable to bootstrap".
+                await check_kafka_login(settings, timeout_s=5.0)
                 await ensure_topics(settings, timeout_s=5.0)
                 return
             except CredentialsRefused:
@@ -120,7 +123,7 @@ async def _check_redis(settings: Settings) -> None:
     """PING Redis, then refuse settings that break the guarantees (or warn, when allowed)."""
     info = await _ping_redis(settings)
     for setting, found, needed in redis_risks(info):
-        error = UnsafeServer(f"Redis at {settings.redis_url}", setting, found,
+        error = UnsafeServer(f"Redis at {settings.redis_display}", setting, found,
                              f"{needed} (or SILVERTINE_ALLOW_UNSAFE_REDIS=true)")
         if not settings.allow_unsafe_redis:
             raise error
@@ -134,6 +137,7 @@ async def _ping_redis(settings: Settings) -> dict[str, object]:
     from silvertine_streams.redis.clients import redis_client
 
     client = redis_client(settings, role="startup")
+    url = settings.redis_display
     try:
         await client.ping()
         info: dict[str, object] = {}
@@ -141,13 +145,13 @@ async def _ping_redis(settings: Settings) -> dict[str, object]:
             info.update(await client.info(section))
         return info
     except AuthenticationError as exc:
-        raise CredentialsRefused(str(settings.redis_url), "user or password refused") from exc
+        raise CredentialsRefused(url, "user or password refused") from exc
     except ResponseError as exc:
         if "NOPERM" in str(exc) or "WRONGPASS" in str(exc) or "NOAUTH" in str(exc):
-            raise CredentialsRefused(str(settings.redis_url), str(exc)) from exc
-        raise ServerUnavailable(str(settings.redis_url), str(exc)) from exc
+            raise CredentialsRefused(url, str(exc)) from exc
+        raise ServerUnavailable(url, str(exc)) from exc
     except (RedisError, OSError) as exc:
-        raise ServerUnavailable(str(settings.redis_url), str(exc)) from exc
+        raise ServerUnavailable(url, str(exc)) from exc
     finally:
         await client.aclose()
 

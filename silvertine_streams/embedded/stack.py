@@ -42,6 +42,7 @@ from silvertine_streams.embedded.servers import (
     tansu_binary,
 )
 from silvertine_streams.errors import EmbeddedServerError
+from silvertine_streams.security import redact_url
 from silvertine_streams.settings import ENV_PREFIX, Settings
 
 __all__ = [
@@ -277,7 +278,8 @@ class EmbeddedStack:
         url = self._external_url(check_server_name(name))
         if url is not None:
             raise EmbeddedServerError(
-                name, f"external server {url} (set in {ENV_PREFIX}{name.upper()}_URL); not ours"
+                name, f"external server {redact_url(url)} (set in {ENV_PREFIX}{name.upper()}_URL); "
+                "not ours"
             )
 
     def _live_state(self, name: str) -> ServerState | None:

@@ -8,18 +8,31 @@ the worker's own clients: ``app.py`` hands it :func:`kafka_credentials` as
 ``broker_credentials``, and :func:`kafka_security` is Faust's own translation
 of those credentials, so the worker and every other client cannot disagree.
 
-Kafka SASL/TLS settings go in :func:`kafka_credentials`, and nowhere else.
+Kafka SASL/TLS settings become credentials in :func:`kafka_credentials`, and
+nowhere else; :func:`check_kafka_login` tells a refused login from a server that
+does not answer, which aiokafka's bootstrap does not (it logs the reason and
+raises "Unable to bootstrap").
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import ssl
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import (
+    IllegalSaslStateError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
+from aiokafka.helpers import create_ssl_context
 
-from silvertine_streams.settings import Settings
+from silvertine_streams.errors import ConfigError, CredentialsRefused, ServerUnavailable
+from silvertine_streams.settings import ENV_PREFIX, Settings
 
 if TYPE_CHECKING:
     from faust.types.auth import CredentialsT
@@ -50,19 +63,62 @@ def client_id(role: str) -> str:
 def kafka_credentials(settings: Settings) -> CredentialsT | None:
     """Return how to authenticate to Kafka, in the form Faust's ``broker_credentials`` takes.
 
-    The seam for Kafka security: SASL and TLS settings become a Faust
-    ``SASLCredentials`` / ``SSLCredentials`` here (with an ``ssl.SSLContext``
-    from aiokafka's ``create_ssl_context``), and the worker and every client
-    built below follow. Until then: ``None``, i.e. PLAINTEXT.
+    ``SILVERTINE_KAFKA_SECURITY_PROTOCOL`` decides: ``PLAINTEXT`` is ``None``;
+    ``SSL`` an ``SSLCredentials``; ``SASL_PLAINTEXT`` / ``SASL_SSL`` a
+    ``SASLCredentials`` (with the TLS context for ``SASL_SSL``). The TLS context
+    is aiokafka's ``create_ssl_context`` (certificate and host name checked)
+    with the CA file, client certificate and key of the settings.
+
+    Raises:
+        ConfigError: a certificate or key file cannot be loaded (not PEM, the
+            wrong key, an encrypted key without its password).
     """
-    return None
+    from faust.auth import SASLCredentials, SSLCredentials
+
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = _ssl_context(settings) if protocol in ("SSL", "SASL_SSL") else None
+    if protocol == "SSL":
+        return SSLCredentials(context)
+    assert settings.kafka_sasl_password is not None  # the settings refuse SASL without one
+    return SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=settings.kafka_sasl_password.get_secret_value(),
+        mechanism=settings.kafka_sasl_mechanism,
+        ssl_context=context,
+    )
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext:
+    """The client TLS context of the Kafka settings."""
+    key_password = settings.kafka_ssl_key_password
+    try:
+        context: ssl.SSLContext = create_ssl_context(
+            cafile=settings.kafka_ssl_cafile,
+            certfile=settings.kafka_ssl_certfile,
+            keyfile=settings.kafka_ssl_keyfile,
+            # Never None: OpenSSL would prompt on the terminal for an encrypted key.
+            password=key_password.get_secret_value() if key_password is not None else "",
+        )
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        named = [name for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+                 if getattr(settings, name) is not None] or ["kafka_ssl_cafile"]
+        raise ConfigError(", ".join(f"{ENV_PREFIX}{name.upper()}" for name in named),
+                          ", ".join(str(getattr(settings, name)) for name in named),
+                          f"PEM files that load, the key matching the certificate and "
+                          f"{ENV_PREFIX}KAFKA_SSL_KEY_PASSWORD set for an encrypted key "
+                          f"({exc})") from exc
+    # Verification stays on; only the match of certificate and host name may be relaxed.
+    context.check_hostname = settings.kafka_ssl_check_hostname
+    return context
 
 
 def kafka_security(settings: Settings) -> dict[str, Any]:
     """Return the aiokafka keywords for security (``security_protocol``, ``ssl_context``, …).
 
     Faust's own translation of :func:`kafka_credentials`, so our clients use
-    exactly what the worker's do. Today ``{"security_protocol": "PLAINTEXT"}``.
+    exactly what the worker's do.
     """
     # Imported here: Faust's driver costs ~0.25 s to import, and tools that only
     # build a client (probes, audit) should not pay it at import time.
@@ -97,7 +153,7 @@ def kafka_producer(settings: Settings, *, role: str, **overrides: Any) -> AIOKaf
     ``InitProducerId``; the engine's idempotent log absorbs retried sends).
 
     Args:
-        settings: ``kafka_url`` (and, later, the Kafka security settings).
+        settings: ``kafka_url`` and the Kafka security settings.
         role: what the producer is for, in its ``client_id``.
         **overrides: other aiokafka producer keywords (``linger_ms``, …).
 
@@ -154,3 +210,59 @@ def kafka_admin(settings: Settings, *, role: str, **overrides: Any) -> AIOKafkaA
     """
     defaults: dict[str, Any] = {"request_timeout_ms": ADMIN_REQUEST_TIMEOUT_MS}
     return AIOKafkaAdminClient(**_options(settings, role, defaults, overrides))
+
+
+LOGIN_CHECK_TIMEOUT_S = 10.0
+_REFUSED = (SaslAuthenticationFailed, UnsupportedSaslMechanismError, IllegalSaslStateError)
+
+
+async def check_kafka_login(settings: Settings, *, timeout_s: float = LOGIN_CHECK_TIMEOUT_S
+                            ) -> None:
+    """Open one connection to a bootstrap server, TLS handshake and SASL login included.
+
+    Tries the servers of ``SILVERTINE_KAFKA_URL`` in turn until one lets us in.
+
+    Raises:
+        CredentialsRefused: a broker refused the SASL login (not worth retrying).
+        ServerUnavailable: no broker answered, or none passed the TLS handshake
+            (the reason names the certificate problem).
+    """
+    from aiokafka.conn import create_conn
+
+    security = kafka_security(settings)
+    reasons: list[str] = []
+    for server in settings.kafka_bootstrap:
+        host, _, port = server.rpartition(":")
+        try:
+            conn = await asyncio.wait_for(create_conn(
+                host.strip("[]"), int(port), client_id=client_id("login-check"),
+                request_timeout_ms=int(timeout_s * 1000), **security), timeout_s)
+        except _REFUSED as exc:
+            user = settings.kafka_sasl_username
+            raise CredentialsRefused(
+                f"kafka://{server}",
+                f"{settings.kafka_sasl_mechanism} login as {user!r} refused "
+                f"({type(exc).__name__}; check {ENV_PREFIX}KAFKA_SASL_USERNAME and _PASSWORD)",
+            ) from exc
+        except ssl.SSLError as exc:
+            detail = (f"certificate verify failed: {exc.verify_message}"
+                      if isinstance(exc, ssl.SSLCertVerificationError) else exc.reason or exc)
+            reasons.append(f"{server}: TLS handshake failed: {detail} "
+                           f"(check {ENV_PREFIX}KAFKA_SSL_CAFILE and the broker's certificate)")
+        except (KeyError, ValueError) as exc:  # after SSLError: a verify error is a ValueError
+            if not settings.kafka_security_protocol.startswith("SASL_"):
+                raise
+            # aiokafka's SCRAM client cannot read a server's "e=..." final message (it
+            # looks for "v=" and raises KeyError) or finds a wrong server signature.
+            raise CredentialsRefused(
+                f"kafka://{server}",
+                f"{settings.kafka_sasl_mechanism} login as {settings.kafka_sasl_username!r} "
+                f"refused (the broker ended the exchange with an error; check "
+                f"{ENV_PREFIX}KAFKA_SASL_USERNAME and _PASSWORD)",
+            ) from exc
+        except (OSError, KafkaError, TimeoutError) as exc:
+            reasons.append(f"{server}: {exc or type(exc).__name__}")
+        else:
+            conn.close()
+            return
+    raise ServerUnavailable(str(settings.kafka_url), "; ".join(reasons))

@@ -33,8 +33,11 @@ timeouts, retry policy, health checks and name chosen here, for these reasons:
   ``CLIENT LIST`` tells an operator who is connected (an ACL user needs
   ``+client|setname``, part of ``@connection``).
 
-Redis ACL and TLS settings beyond the URL (``redis://user:pass@…``,
-``rediss://``) go in :func:`redis_security`, and nowhere else.
+Redis ACL and TLS settings (the URL's or ``SILVERTINE_REDIS_USERNAME`` /
+``_PASSWORD``, ``rediss://`` with ``SILVERTINE_REDIS_SSL_*``) become client
+keywords in :func:`redis_security`, and nowhere else. The URL is parsed by us
+(:func:`~silvertine_streams.security.parse_redis_url`), not by ``from_url``, so
+a password may hold any character.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from silvertine_streams.errors import ConfigError
+from silvertine_streams.security import parse_redis_url
 from silvertine_streams.settings import ENV_PREFIX, Settings
 
 COMMAND_TIMEOUT_S = 5.0
@@ -82,14 +86,38 @@ def client_name(role: str) -> str:
 
 
 def redis_security(settings: Settings) -> dict[str, Any]:
-    """Return redis-py keywords for ACL and TLS beyond what the URL says.
+    """Return redis-py keywords for ACL and TLS: user, password, ``ssl``, CA, certificate, key.
 
-    The seam for Redis security: user and password come from the URL today, TLS
-    from ``rediss://`` (with the system's CAs); settings such as a CA file or a
-    client certificate become ``ssl_ca_certs`` / ``ssl_certfile`` / … here.
-    Until then: none.
+    Only what is set: a plain ``redis://host`` URL gives ``{}``. TLS
+    (``rediss://``) always verifies the server's certificate; the host name
+    check follows ``SILVERTINE_REDIS_SSL_CHECK_HOSTNAME``.
+
+    Raises:
+        ConfigError: ``settings.redis_url`` is not set.
     """
-    return {}
+    if settings.redis_url is None:
+        raise ConfigError(f"{ENV_PREFIX}REDIS_URL", None, "a URL (the stack is not up)")
+    address = parse_redis_url(settings.redis_url)
+    keywords: dict[str, Any] = {}
+    username = settings.redis_username or address.username
+    if username is not None:
+        keywords["username"] = username
+    if settings.redis_password is not None:
+        keywords["password"] = settings.redis_password.get_secret_value()
+    elif address.password is not None:
+        keywords["password"] = address.password
+    if address.tls:
+        keywords.update(ssl=True, ssl_cert_reqs="required",
+                        ssl_check_hostname=settings.redis_ssl_check_hostname)
+        if settings.redis_ssl_cafile is not None:
+            keywords["ssl_ca_certs"] = str(settings.redis_ssl_cafile)
+        if settings.redis_ssl_certfile is not None:
+            keywords["ssl_certfile"] = str(settings.redis_ssl_certfile)
+            # Never None: OpenSSL would prompt on the terminal for an encrypted key.
+            keywords["ssl_password"] = ""
+        if settings.redis_ssl_keyfile is not None:
+            keywords["ssl_keyfile"] = str(settings.redis_ssl_keyfile)
+    return keywords
 
 
 def redis_client(
@@ -102,7 +130,7 @@ def redis_client(
     """Build an asyncio Redis client for ``settings.redis_url`` (connects on first use).
 
     Args:
-        settings: ``redis_url`` (and, later, the Redis security settings).
+        settings: ``redis_url`` and the Redis security settings (:func:`redis_security`).
         role: what the client is for, in its client name (:func:`client_name`).
         read_timeout_s: how long one command may take; raise it only for long
             reads (replay pages), never for the sinks.
@@ -113,21 +141,24 @@ def redis_client(
         ConfigError: ``settings.redis_url`` is not set.
         ValueError: ``role`` is not a plain name.
     """
-    if settings.redis_url is None:
-        raise ConfigError(f"{ENV_PREFIX}REDIS_URL", None, "a URL (the stack is not up)")
+    security = redis_security(settings)  # first: it refuses a missing URL
+    assert settings.redis_url is not None
+    address = parse_redis_url(settings.redis_url)
     retry = Retry(
         ExponentialWithJitterBackoff(cap=RETRY_CAP_S, base=RETRY_BASE_S),
         RETRIES,
         supported_errors=(RedisConnectionError,),
     )
-    client: Redis = Redis.from_url(
-        settings.redis_url,
+    client: Redis = Redis(
+        host=address.host,
+        port=address.port,
+        db=address.db,
         socket_timeout=read_timeout_s,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         retry=retry,
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
         client_name=client_name(role),
         decode_responses=decode_responses,
-        **redis_security(settings),
+        **security,
     )
     return client
