@@ -250,120 +250,142 @@ class HandlerDispatcher:
                 stats[subscription.handler_id] = handler_stats
                 members.append((subscription, circuit, handler_stats))
             groups.append(members)
-        if len(groups) == 1 and len(groups[0]) == 1 and not groups[0][0][0].is_async:
-            # The commonest case, one sync handler: one loop over the whole
-            # batch (~0.3 µs per event instead of ~1.2 µs through the loop below).
-            await self._run_sync(*groups[0][0], events)
+        if len(groups) == 1 and len(groups[0]) == 1:
+            # The commonest case, one handler: one loop over the whole batch
+            # (a sync handler ~0.3 µs per event instead of ~1.2 µs through the
+            # per-event loop below; an async one ~1 µs instead of ~2.5 µs).
+            subscription, circuit, handler_stats = groups[0][0]
+            if not subscription.is_async:
+                await self._run_sync(subscription, circuit, handler_stats, events)
+                return report
+            watchdog = _Watchdog(self._timeout_s)
+            try:
+                await self._run_async(subscription, circuit, handler_stats, events, watchdog)
+            finally:
+                watchdog.close()
             return report
-        call = self._call
+        run_async = self._run_async
         run_sync = self._run_sync
         watchdog = _Watchdog(self._timeout_s)
         try:
             for event in events:
+                one = (event,)
                 for members in groups:
                     if len(members) == 1:
                         # The common case: no task, no gather, no timer per call.
                         subscription, circuit, handler_stats = members[0]
-                        if not subscription.is_async:
-                            await run_sync(subscription, circuit, handler_stats, (event,))
-                        elif circuit.allow():
-                            await call(subscription, circuit, handler_stats, event, watchdog)
+                        if subscription.is_async:
+                            await run_async(subscription, circuit, handler_stats, one, watchdog)
                         else:
-                            handler_stats.skipped_open += 1
+                            await run_sync(subscription, circuit, handler_stats, one)
                         continue
                     concurrent = []
                     for member in members:
                         subscription, circuit, handler_stats = member
-                        if not subscription.is_async:
+                        if subscription.is_async:
+                            concurrent.append(member)
+                        else:
                             # A sync handler cannot overlap with anything, so
                             # running it inline loses no concurrency.
-                            await run_sync(subscription, circuit, handler_stats, (event,))
-                        elif not circuit.allow():
-                            handler_stats.skipped_open += 1
-                        else:
-                            concurrent.append(member)
+                            await run_sync(subscription, circuit, handler_stats, one)
                     if len(concurrent) == 1:
                         subscription, circuit, handler_stats = concurrent[0]
-                        await call(subscription, circuit, handler_stats, event, watchdog)
+                        await run_async(subscription, circuit, handler_stats, one, watchdog)
                     elif concurrent:
                         # One task each (that is what concurrency costs, ~10 µs
-                        # per handler); _call never raises but for
+                        # per handler); _run_async never raises but for
                         # cancellation, so gather needs no return_exceptions.
                         await asyncio.gather(
-                            *(call(sub, circ, st, event, None) for sub, circ, st in concurrent)
+                            *(run_async(sub, circ, st, one, None) for sub, circ, st in concurrent)
                         )
         finally:
             watchdog.close()
         return report
 
-    async def _call(
+    async def _run_async(
         self,
         subscription: Subscription,
         circuit: CircuitBreaker,
         stats: HandlerStats,
-        event: Any,
+        events: Iterable[Any],
         watchdog: _Watchdog | None,
     ) -> None:
-        """Call one async handler with one event; count the outcome, never raise.
+        """Call one async handler with each event in turn; count the outcomes, never raise.
 
-        ``watchdog`` bounds the call when it is awaited directly in the
-        dispatching task; without one (inside a gather's own task) the call
-        gets an ``asyncio.timeout`` of its own. Sync handlers go through
-        :meth:`_run_sync`.
+        Each call asks the circuit first (an open one skips the event).
+        ``watchdog`` bounds the calls when they are awaited directly in the
+        dispatching task; without one (inside a gather's own task) each call
+        gets an ``asyncio.timeout`` of its own. With a whole batch this is the
+        fast path of :meth:`dispatch`.
         """
-        stats.calls += 1
+        handler = subscription.handler
+        allow = circuit.allow
+        record_success = circuit.record_success
         timeout_s = self._timeout_s
-        scope: asyncio.Timeout | None = None
-        start = time.perf_counter()
+        clock = time.perf_counter
+        calls = skipped = 0
+        latency = 0.0
         try:
-            if watchdog is not None:
-                watchdog.arm()
+            for event in events:
+                if not allow():
+                    skipped += 1
+                    continue
+                calls += 1
+                scope: asyncio.Timeout | None = None
+                start = clock()
                 try:
-                    await subscription.handler(event)
-                finally:
-                    watchdog.disarm()
-            else:
-                async with asyncio.timeout(timeout_s) as scope:
-                    await subscription.handler(event)
-        except TimeoutError as exc:
-            # A TimeoutError the handler raised by itself is a plain failure.
-            if scope is not None and scope.expired():
-                stats.timeouts += 1
-            else:
-                stats.failures += 1
-            stats.last_error = exc
-            circuit.record_failure()
-        except asyncio.CancelledError as exc:
-            if watchdog is not None and watchdog.claim():
-                stats.timeouts += 1
-                stats.last_error = TimeoutError(
-                    f"handler {subscription.name!r} exceeded {timeout_s}s"
-                )
-            else:
-                task = asyncio.current_task()
-                if task is None or task.cancelling():
-                    raise  # our caller is being cancelled: not the handler's failure
-                stats.failures += 1  # the handler raised CancelledError on its own
-                stats.last_error = exc
-            circuit.record_failure()
-        except Exception as exc:
-            stats.failures += 1
-            stats.last_error = exc
-            circuit.record_failure()
-        else:
-            if watchdog is not None:
-                # The handler swallowed our cancellation and returned: take the
-                # cancel request back; the elapsed check below counts it.
-                watchdog.claim()
-            elapsed = time.perf_counter() - start
-            stats.latency_s += elapsed
-            if elapsed > timeout_s:
-                # Ran to completion but over time: it swallowed its cancellation.
-                _overran(subscription, circuit, stats, elapsed, timeout_s)
-            else:
-                circuit.record_success()
-            return
-        stats.latency_s += time.perf_counter() - start
+                    if watchdog is not None:
+                        watchdog.arm()
+                        try:
+                            await handler(event)
+                        finally:
+                            watchdog.disarm()
+                    else:
+                        async with asyncio.timeout(timeout_s) as scope:
+                            await handler(event)
+                except TimeoutError as exc:
+                    # A TimeoutError the handler raised by itself is a plain failure.
+                    if scope is not None and scope.expired():
+                        stats.timeouts += 1
+                    else:
+                        stats.failures += 1
+                    stats.last_error = exc
+                    circuit.record_failure()
+                except asyncio.CancelledError as exc:
+                    if watchdog is not None and watchdog.claim():
+                        stats.timeouts += 1
+                        stats.last_error = TimeoutError(
+                            f"handler {subscription.name!r} exceeded {timeout_s}s"
+                        )
+                    else:
+                        task = asyncio.current_task()
+                        if task is None or task.cancelling():
+                            raise  # our caller is being cancelled: not the handler's failure
+                        stats.failures += 1  # the handler raised CancelledError on its own
+                        stats.last_error = exc
+                    circuit.record_failure()
+                except Exception as exc:
+                    stats.failures += 1
+                    stats.last_error = exc
+                    circuit.record_failure()
+                else:
+                    if watchdog is not None:
+                        # The handler swallowed our cancellation and returned: take
+                        # the cancel request back; the elapsed check below counts it.
+                        watchdog.claim()
+                    elapsed = clock() - start
+                    latency += elapsed
+                    if elapsed > timeout_s:
+                        # Ran to completion but over time: it swallowed its cancellation.
+                        _overran(subscription, circuit, stats, elapsed, timeout_s)
+                    else:
+                        record_success()
+                    continue
+                latency += clock() - start
+        finally:
+            stats.calls += calls
+            stats.skipped_open += skipped
+            stats.latency_s += latency
 
     async def _run_sync(
         self,

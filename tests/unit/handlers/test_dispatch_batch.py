@@ -1,8 +1,9 @@
-"""The dispatcher's batch loop for one sync handler: same outcomes as event by event.
+"""The dispatcher's batch loops for one handler: same outcomes as event by event.
 
-A batch whose event type has exactly one handler, a sync one, runs in one loop
-(``HandlerDispatcher._run_sync``) that skips the circuit's calls while it is
-closed and clean. These tests pin that the shortcut changes no outcome:
+A batch whose event type has exactly one handler runs in one loop
+(``HandlerDispatcher._run_sync``, ``_run_async``); the sync one skips the
+circuit's calls while it is closed and clean. These tests pin that the
+shortcuts change no outcome:
 failures open the circuit mid-batch, an open circuit skips, a trial closes it,
 overruns count, and a circuit shared with another event type's dispatch is
 respected when the handler awaits.
@@ -58,6 +59,24 @@ async def test_failures_open_the_circuit_mid_batch_and_the_rest_is_skipped() -> 
     assert str(stats.last_error) == "bad 4"
     circuit = dispatcher.circuit(handler_id)
     assert circuit is not None and circuit.state is CircuitState.OPEN
+
+
+async def test_an_async_handler_opens_its_circuit_mid_batch_too() -> None:
+    registry = HandlerRegistry()
+    calls: list[int] = []
+
+    async def fails_from_3(event: int) -> None:
+        calls.append(event)
+        if event >= 3:
+            raise ValueError(f"bad {event}")
+
+    handler_id = registry.subscribe(fails_from_3, [ORDER])
+    dispatcher = HandlerDispatcher(registry, failure_threshold=2, reset_s=10.0, now=FakeClock())
+    report = await dispatcher.dispatch(list(range(10)), ORDER)
+    stats = report.handlers[handler_id]
+    assert calls == [0, 1, 2, 3, 4]
+    assert (stats.calls, stats.failures, stats.skipped_open) == (5, 2, 5)
+    assert stats.latency_s > 0
 
 
 async def test_a_success_after_a_failure_resets_the_count() -> None:
