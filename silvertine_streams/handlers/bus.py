@@ -146,7 +146,7 @@ class EventBus(HandlerRegistry):
         enable_metrics: bool = True,
         *,
         idempotency_window_s: float = 300.0,
-        idempotency_max_ids: int = 1_000_000,
+        idempotency_max_ids: int = 250_000,
         handler_timeout_s: float = 1.0,
         failure_threshold: int = 5,
         reset_s: float = 60.0,
@@ -162,8 +162,11 @@ class EventBus(HandlerRegistry):
             idempotency_window_s: an event id published again within this many
                 seconds is dropped (and counted). Ids are forgotten between one
                 and two windows after they were seen.
-            idempotency_max_ids: bounds the memory of ids: once this many newer
-                ids were seen an id may be forgotten earlier than the window.
+            idempotency_max_ids: bounds the memory of ids (at most twice this
+                many are kept, ~60 MB at the default): once this many newer ids
+                were seen an id may be forgotten earlier than the window, so
+                above ~800 events/s the default remembers 250,000 ids rather
+                than 300 s.
             handler_timeout_s: how long one handler may take with one event.
             failure_threshold: consecutive failures that open a handler's circuit.
             reset_s: how long an open circuit waits before a trial call.
