@@ -250,7 +250,9 @@ class EventBus(HandlerRegistry):
             return
         quiet = self._quiet = asyncio.Event()
         try:
-            while not all(lane.idle for lane in self._lanes.values()):
+            # A drain task that died (a bug) counts as idle: gather re-raises its error.
+            while not all(lane.idle or lane.task is None or lane.task.done()
+                          for lane in self._lanes.values()):
                 quiet.clear()
                 await quiet.wait()
         finally:
