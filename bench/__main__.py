@@ -39,6 +39,7 @@ from silvertine_streams.settings import load_settings
 
 SCENARIOS: dict[str, str] = {
     "codec": "bench.codec",
+    "event_bus": "bench.event_bus",
     "pipeline_throughput": "bench.pipeline_throughput",
     "single": "bench.single",
     "latency": "bench.latency",

@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "Publisher": "silvertine_streams.kafka.publisher",
+    "EventBus": "silvertine_streams.handlers",
     "HandlerPriority": "silvertine_streams.handlers",
     "HandlerRegistry": "silvertine_streams.handlers",
     "Settings": "silvertine_streams.settings",

@@ -1,4 +1,4 @@
-"""Handlers: the registry users subscribe on, and isolated dispatch by priority.
+"""Handlers: the registry users subscribe on, isolated dispatch by priority, the in-process bus.
 
 Example::
 
@@ -10,6 +10,7 @@ Example::
 
 from __future__ import annotations
 
+from silvertine_streams.handlers.bus import BusMetrics, EventBus
 from silvertine_streams.handlers.dispatch import (
     CircuitTransitionCallback,
     DispatchReport,
@@ -25,8 +26,10 @@ from silvertine_streams.handlers.registry import (
 from silvertine_streams.handlers.setups import HandlerSetup, load_handler_setups
 
 __all__ = [
+    "BusMetrics",
     "CircuitTransitionCallback",
     "DispatchReport",
+    "EventBus",
     "Handler",
     "HandlerDispatcher",
     "HandlerPriority",

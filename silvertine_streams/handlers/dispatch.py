@@ -23,7 +23,7 @@ import asyncio
 import functools
 import inspect
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -250,124 +250,230 @@ class HandlerDispatcher:
                 stats[subscription.handler_id] = handler_stats
                 members.append((subscription, circuit, handler_stats))
             groups.append(members)
-        call = self._call
+        if len(groups) == 1 and len(groups[0]) == 1:
+            # The commonest case, one handler: one loop over the whole batch
+            # (a sync handler ~0.3 µs per event instead of ~1.2 µs through the
+            # per-event loop below; an async one ~1 µs instead of ~2.5 µs).
+            subscription, circuit, handler_stats = groups[0][0]
+            if not subscription.is_async:
+                await self._run_sync(subscription, circuit, handler_stats, events)
+                return report
+            watchdog = _Watchdog(self._timeout_s)
+            try:
+                await self._run_async(subscription, circuit, handler_stats, events, watchdog)
+            finally:
+                watchdog.close()
+            return report
+        run_async = self._run_async
+        run_sync = self._run_sync
         watchdog = _Watchdog(self._timeout_s)
         try:
             for event in events:
+                one = (event,)
                 for members in groups:
                     if len(members) == 1:
                         # The common case: no task, no gather, no timer per call.
                         subscription, circuit, handler_stats = members[0]
-                        if circuit.allow():
-                            await call(subscription, circuit, handler_stats, event, watchdog)
+                        if subscription.is_async:
+                            await run_async(subscription, circuit, handler_stats, one, watchdog)
                         else:
-                            handler_stats.skipped_open += 1
+                            await run_sync(subscription, circuit, handler_stats, one)
                         continue
                     concurrent = []
                     for member in members:
                         subscription, circuit, handler_stats = member
-                        if not circuit.allow():
-                            handler_stats.skipped_open += 1
-                        elif subscription.is_async:
+                        if subscription.is_async:
                             concurrent.append(member)
                         else:
                             # A sync handler cannot overlap with anything, so
                             # running it inline loses no concurrency.
-                            await call(subscription, circuit, handler_stats, event, watchdog)
+                            await run_sync(subscription, circuit, handler_stats, one)
                     if len(concurrent) == 1:
                         subscription, circuit, handler_stats = concurrent[0]
-                        await call(subscription, circuit, handler_stats, event, watchdog)
+                        await run_async(subscription, circuit, handler_stats, one, watchdog)
                     elif concurrent:
                         # One task each (that is what concurrency costs, ~10 µs
-                        # per handler); _call never raises but for
+                        # per handler); _run_async never raises but for
                         # cancellation, so gather needs no return_exceptions.
                         await asyncio.gather(
-                            *(call(sub, circ, st, event, None) for sub, circ, st in concurrent)
+                            *(run_async(sub, circ, st, one, None) for sub, circ, st in concurrent)
                         )
         finally:
             watchdog.close()
         return report
 
-    async def _call(
+    async def _run_async(
         self,
         subscription: Subscription,
         circuit: CircuitBreaker,
         stats: HandlerStats,
-        event: Any,
+        events: Iterable[Any],
         watchdog: _Watchdog | None,
     ) -> None:
-        """Call one handler with one event; count the outcome, never raise.
+        """Call one async handler with each event in turn; count the outcomes, never raise.
 
-        ``watchdog`` bounds an async handler awaited directly in the
-        dispatching task; without one (inside a gather's own task) the call
-        gets an ``asyncio.timeout`` of its own.
+        Each call asks the circuit first (an open one skips the event).
+        ``watchdog`` bounds the calls when they are awaited directly in the
+        dispatching task; without one (inside a gather's own task) each call
+        gets an ``asyncio.timeout`` of its own. With a whole batch this is the
+        fast path of :meth:`dispatch`.
         """
-        stats.calls += 1
+        handler = subscription.handler
+        allow = circuit.allow
+        record_success = circuit.record_success
         timeout_s = self._timeout_s
-        scope: asyncio.Timeout | None = None
-        start = time.perf_counter()
+        clock = time.perf_counter
+        calls = skipped = 0
+        latency = 0.0
         try:
-            if subscription.is_async:
-                if watchdog is not None:
-                    watchdog.arm()
-                    try:
-                        await subscription.handler(event)
-                    finally:
-                        watchdog.disarm()
+            for event in events:
+                if not allow():
+                    skipped += 1
+                    continue
+                calls += 1
+                scope: asyncio.Timeout | None = None
+                start = clock()
+                try:
+                    if watchdog is not None:
+                        watchdog.arm()
+                        try:
+                            await handler(event)
+                        finally:
+                            watchdog.disarm()
+                    else:
+                        async with asyncio.timeout(timeout_s) as scope:
+                            await handler(event)
+                except TimeoutError as exc:
+                    # A TimeoutError the handler raised by itself is a plain failure.
+                    if scope is not None and scope.expired():
+                        stats.timeouts += 1
+                    else:
+                        stats.failures += 1
+                    stats.last_error = exc
+                    circuit.record_failure()
+                except asyncio.CancelledError as exc:
+                    if watchdog is not None and watchdog.claim():
+                        stats.timeouts += 1
+                        stats.last_error = TimeoutError(
+                            f"handler {subscription.name!r} exceeded {timeout_s}s"
+                        )
+                    else:
+                        task = asyncio.current_task()
+                        if task is None or task.cancelling():
+                            raise  # our caller is being cancelled: not the handler's failure
+                        stats.failures += 1  # the handler raised CancelledError on its own
+                        stats.last_error = exc
+                    circuit.record_failure()
+                except Exception as exc:
+                    stats.failures += 1
+                    stats.last_error = exc
+                    circuit.record_failure()
                 else:
-                    async with asyncio.timeout(timeout_s) as scope:
-                        await subscription.handler(event)
-            else:
-                result = subscription.handler(event)
-                # A plain function may still hand back an awaitable (a lambda
-                # around a coroutine function); run it under the timeout too.
-                if result is not None and inspect.isawaitable(result):
-                    async with asyncio.timeout(timeout_s) as scope:
-                        await result
-        except TimeoutError as exc:
-            # A TimeoutError the handler raised by itself is a plain failure.
-            if scope is not None and scope.expired():
-                stats.timeouts += 1
-            else:
-                stats.failures += 1
-            stats.last_error = exc
-            circuit.record_failure()
-        except asyncio.CancelledError as exc:
-            if watchdog is not None and watchdog.claim():
-                stats.timeouts += 1
-                stats.last_error = TimeoutError(
-                    f"handler {subscription.name!r} exceeded {timeout_s}s"
-                )
-            else:
-                task = asyncio.current_task()
-                if task is None or task.cancelling():
-                    raise  # our caller is being cancelled: not the handler's failure
-                stats.failures += 1  # the handler raised CancelledError on its own
-                stats.last_error = exc
-            circuit.record_failure()
-        except Exception as exc:
-            stats.failures += 1
-            stats.last_error = exc
-            circuit.record_failure()
-        else:
-            if watchdog is not None:
-                # The handler swallowed our cancellation and returned: take the
-                # cancel request back; the elapsed check below counts it.
-                watchdog.claim()
-            elapsed = time.perf_counter() - start
-            stats.latency_s += elapsed
-            if elapsed > timeout_s:
-                # Ran to completion but over time: a blocking sync handler,
-                # or one that swallowed its cancellation.
-                stats.timeouts += 1
-                stats.last_error = TimeoutError(
-                    f"handler {subscription.name!r} took {elapsed:.3f}s > {timeout_s}s"
-                )
-                circuit.record_failure()
-            else:
-                circuit.record_success()
-            return
-        stats.latency_s += time.perf_counter() - start
+                    if watchdog is not None:
+                        # The handler swallowed our cancellation and returned: take
+                        # the cancel request back; the elapsed check below counts it.
+                        watchdog.claim()
+                    elapsed = clock() - start
+                    latency += elapsed
+                    if elapsed > timeout_s:
+                        # Ran to completion but over time: it swallowed its cancellation.
+                        _overran(subscription, circuit, stats, elapsed, timeout_s)
+                    else:
+                        record_success()
+                    continue
+                latency += clock() - start
+        finally:
+            stats.calls += calls
+            stats.skipped_open += skipped
+            stats.latency_s += latency
+
+    async def _run_sync(
+        self,
+        subscription: Subscription,
+        circuit: CircuitBreaker,
+        stats: HandlerStats,
+        events: Iterable[Any],
+    ) -> None:
+        """Call one sync handler with each event in turn; count the outcomes, never raise.
+
+        Each call asks the circuit first (an open one skips the event). The
+        loop keeps its counts in locals and adds them to ``stats`` at the end:
+        with a whole batch this is the fast path of :meth:`dispatch`.
+
+        While the circuit is closed with no failure counted, ``allow()`` is
+        ``True`` and ``record_success()`` changes nothing, so the loop skips
+        both (~0.3 µs per event) until a call fails or awaits — the only
+        times the circuit can change under it (a handler subscribed to two
+        event types shares its circuit between two dispatching tasks).
+        """
+        handler = subscription.handler
+        allow = circuit.allow
+        record_success = circuit.record_success
+        timeout_s = self._timeout_s
+        clock = time.perf_counter
+        calls = skipped = 0
+        latency = 0.0
+        clean = _is_clean(circuit)
+        try:
+            start = clock()
+            for event in events:
+                if not (clean or allow()):
+                    skipped += 1
+                    continue
+                calls += 1
+                scope: asyncio.Timeout | None = None
+                try:
+                    result = handler(event)
+                    # A plain function may still hand back an awaitable (a
+                    # lambda around a coroutine function); run it under the
+                    # timeout too.
+                    if result is not None and inspect.isawaitable(result):
+                        clean = False
+                        async with asyncio.timeout(timeout_s) as scope:
+                            await result
+                except TimeoutError as exc:
+                    # A TimeoutError the handler raised by itself is a plain failure.
+                    if scope is not None and scope.expired():
+                        stats.timeouts += 1
+                    else:
+                        stats.failures += 1
+                    stats.last_error = exc
+                    circuit.record_failure()
+                except asyncio.CancelledError as exc:
+                    task = asyncio.current_task()
+                    if task is None or task.cancelling():
+                        raise  # our caller is being cancelled: not the handler's failure
+                    stats.failures += 1  # the handler raised CancelledError on its own
+                    stats.last_error = exc
+                    circuit.record_failure()
+                except Exception as exc:
+                    stats.failures += 1
+                    stats.last_error = exc
+                    circuit.record_failure()
+                else:
+                    # One clock read per call: each call's time runs from the
+                    # end of the previous one (the loop's own cost is noise
+                    # next to a timeout).
+                    end = clock()
+                    elapsed = end - start
+                    start = end
+                    latency += elapsed
+                    if elapsed > timeout_s:
+                        # Ran to completion but over time: it cannot be interrupted.
+                        _overran(subscription, circuit, stats, elapsed, timeout_s)
+                        clean = False
+                    elif not clean:
+                        record_success()
+                        clean = _is_clean(circuit)
+                    continue
+                clean = False
+                end = clock()
+                latency += end - start
+                start = end
+        finally:
+            stats.calls += calls
+            stats.skipped_open += skipped
+            stats.latency_s += latency
 
     def _plan(self, event_type: str) -> tuple[tuple[_Entry, ...], ...]:
         """Return the groups of (subscription, circuit) for ``event_type``, cached."""
@@ -404,3 +510,18 @@ class HandlerDispatcher:
             )
             self._circuits[subscription.handler_id] = circuit
         return circuit
+
+
+def _overran(subscription: Subscription, circuit: CircuitBreaker, stats: HandlerStats,
+             elapsed: float, timeout_s: float) -> None:
+    """Count a call that returned, but after its timeout, as a timeout."""
+    stats.timeouts += 1
+    stats.last_error = TimeoutError(
+        f"handler {subscription.name!r} took {elapsed:.3f}s > {timeout_s}s"
+    )
+    circuit.record_failure()
+
+
+def _is_clean(circuit: CircuitBreaker) -> bool:
+    """Return whether ``circuit`` is closed with no failure since its last success."""
+    return circuit.state is CircuitState.CLOSED and circuit.consecutive_failures == 0
