@@ -9,10 +9,11 @@ handlers see only events the log accepted as new, after they are durable.
 
 Acknowledgement: the agent reads with manual acks. A message is acknowledged
 (its offset may be committed) only when every one of its events has left the
-reorder window and been logged, dead-lettered or counted as shed; an event
-held for a missing sequence keeps its message unacknowledged, so a crash
-redelivers it. Nothing here raises on a Redis outage: the sinks retry and hold
-the stream, because Faust acknowledges a message when its agent raises.
+reorder window and been logged, dead-lettered or counted as shed, and the
+handlers have been given the new ones; an event held for a missing sequence
+keeps its message unacknowledged, so a crash redelivers it. Nothing here
+raises on a Redis outage: the sinks retry and hold the stream, because Faust
+acknowledges a message when its agent raises.
 """
 
 from __future__ import annotations
@@ -404,7 +405,7 @@ class EventPipeline:
             await self._commit(commit)
 
     async def _commit(self, commit: _Commit) -> None:
-        """Log and dead-letter a commit's events, then acknowledge and run handlers."""
+        """Log and dead-letter a commit's events, report gaps, run handlers, then acknowledge."""
         outcome = commit.outcome
         if commit.letters:
             await self._dead_letter(commit.letters, outcome)
@@ -435,11 +436,6 @@ class EventPipeline:
         self._metrics.dedupe_hits.inc(outcome.duplicates)
         self._metrics.sequence_gaps.inc(outcome.gaps)
         self._metrics.sequence_stale.inc(outcome.stale)
-        # Everything released is now durable (logged, dead-lettered or counted).
-        for item, _ in commit.releases:
-            item.token.done_one()
-        if commit.token is not None:
-            commit.token.seal()
         if commit.stage_times is not None:
             self._metrics.observe_stages(*commit.stage_times, time.time())
         for report in commit.gap_reports:
@@ -448,6 +444,15 @@ class EventPipeline:
             self._metrics.record_dispatch(
                 await self._dispatcher.dispatch(new_events, self.event_type))
         await self._outbox.send_queued()
+        # Everything released is durable (logged, dead-lettered or counted), its gap
+        # reports are sent and its new events handled: only now may the offset be
+        # committed. A graceful stop waits for unacknowledged messages and then
+        # commits; acknowledged before the handlers ran, a message's events were
+        # logged and committed but never handled when the stop cancelled the agent.
+        for item, _ in commit.releases:
+            item.token.done_one()
+        if commit.token is not None:
+            commit.token.seal()
 
     async def _dead_letter(self, letters: list[DeadLetter], outcome: MessageOutcome) -> None:
         await self._outbox.dead_letters(letters)
