@@ -38,6 +38,7 @@ from collections import Counter
 import pytest
 from redis.asyncio import Redis
 
+from silvertine_streams.events import OrderEvent, OrderSide
 from silvertine_streams.kafka.publisher import Publisher
 from silvertine_streams.settings import Settings
 from silvertine_streams.topics import DLQ_STREAM, event_topic, ingress_lease, log_stream
@@ -59,7 +60,7 @@ from tests.faults.test_worker_faults import (
 from tests.handler_fixtures import SEEN_STREAM
 from tests.helpers import async_wait_for
 from tests.logcheck import assert_log_invariants, read_dlq, read_log
-from tests.pipeline_support import WorkerPool
+from tests.pipeline_support import WorkerPool, metrics_of
 from tests.workers import WorkerProcess
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
@@ -72,13 +73,11 @@ UNHANDLED_AT_STOP = 30
 
 def start_recording_worker(pool: WorkerPool) -> WorkerProcess:
     """Start a worker whose only handler records every market-data event id it is given."""
-    settings = pool.settings.model_copy(update={
-        "handlers": ("tests.handler_fixtures:record_market_data",),
-        "stop_timeout_s": STOP_TIMEOUT_S,
-    })
+    settings = pool.settings.model_copy(update={"stop_timeout_s": STOP_TIMEOUT_S})
     # Shedding off: every valid event must reach the log (market data may be
     # conflated under overload by design). PYTHONPATH: the worker imports tests.*.
     return pool.start(settings, PYTHONPATH=os.getcwd(),
+                      SILVERTINE_HANDLERS="tests.handler_fixtures:record_market_data",
                       SILVERTINE_OVERFLOW_POLICIES="market_data=block")
 
 
@@ -273,3 +272,54 @@ async def test_sigterm_mid_stream_drains_commits_hands_back_the_leases_and_exits
     status, stop_s = await stop_gracefully(second)
     assert status == 0, f"the second stop exited {status}\n{worker_report(workers)}"
     assert not await held_leases(redis_client, pipeline_settings)
+
+
+async def test_sigterm_while_a_strict_stream_holds_events_for_a_gap_exits_0_without_them(
+    pipeline_settings: Settings, redis_client: Redis, workers: WorkerPool
+) -> None:
+    """A stop does not wait for a reorder window: held events are left for the next worker.
+
+    Orders are strict: after a gap the later orders wait in the reorder window
+    (here for up to a minute) for the missing one. SIGTERM while they wait must
+    still stop the worker at once, exit 0, leave the held orders out of the log
+    and uncommitted; the next worker, given the missing order, logs all of
+    them in sequence.
+    """
+    settings = pipeline_settings.model_copy(update={
+        "stop_timeout_s": STOP_TIMEOUT_S, "reorder_wait_strict_s": 60.0})
+    worker = workers.start(settings)
+
+    def order(sequence: int) -> OrderEvent:
+        return OrderEvent(order_id=f"o-{sequence}", symbol="AAPL", side=OrderSide.BUY,
+                          quantity=1.0, source="oms-a", sequence=sequence)
+
+    before_gap, after_gap, missing = [order(1), order(2)], [order(4), order(5)], order(3)
+    async with Publisher(settings) as publisher:
+        await publisher.publish_many(before_gap)
+        await publisher.publish_many(after_gap)
+    await async_wait_for(lambda: _log_holds(redis_client, "order", len(before_gap)),
+                         timeout=60, message="the orders before the gap logged")
+
+    def held() -> float:
+        return metrics_of(worker).get(("silvertine_reorder_held", (("event_type", "order"),)), 0)
+
+    await async_wait_for(lambda: asyncio.to_thread(held), timeout=30, interval=0.1,
+                         message="the orders after the gap held in the reorder window")
+    status, stop_s = await stop_gracefully(worker)
+    assert status == 0 and stop_s < STOP_TIMEOUT_S, (
+        f"stop with held events: status {status} after {stop_s:.1f}s\n{worker_report(workers)}")
+    logged = [e["event_id"] for e in await read_log(redis_client, "order")]
+    assert logged == [e.event_id for e in before_gap], "held orders were logged by the stop"
+
+    async with Publisher(settings) as publisher:
+        await publisher.publish(missing)
+    workers.start(settings)
+    await async_wait_for(lambda: _log_holds(redis_client, "order", 5), timeout=60,
+                         message="every order logged after the restart")
+    in_log = await read_log(redis_client, "order")
+    assert [e["sequence"] for e in in_log] == [1, 2, 3, 4, 5]
+    assert_log_invariants(in_log)
+
+
+async def _log_holds(redis: Redis, event_type: str, count: int) -> bool:
+    return int(await redis.xlen(log_stream(event_type))) >= count
