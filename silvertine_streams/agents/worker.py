@@ -196,7 +196,10 @@ def _register_clock(app: SilvertineApp, outbox: Outbox) -> ClockSync | None:
 def _register_mirrors(
     app: SilvertineApp, redis: aioredis.Redis, dead_letter_sink: DeadLetterSink
 ) -> None:
-    """Run one ingress mirror per event type in this worker (one holds each stream)."""
+    """Run one ingress mirror per event type in this worker (one holds each stream).
+
+    They stop, and hand their leases back, when the app shuts down.
+    """
     settings = app.settings
     consumer_name = f"{socket.gethostname()}-{os.getpid()}"
 
@@ -204,6 +207,7 @@ def _register_mirrors(
         await app.producer.send_and_wait(
             envelope.topic, envelope.key, envelope.payload, envelope.partition, None, None)
 
+    mirrors = []
     for type_name in settings.consumed_types:
         mirror = IngressMirror(
             redis, EventType(type_name), send_envelope, dead_letter_sink, consumer_name,
@@ -211,4 +215,12 @@ def _register_mirrors(
             max_event_bytes=settings.max_event_bytes,
             max_message_bytes=settings.max_message_bytes,
         )
+        mirrors.append(mirror)
         app.task(mirror.run)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's stub wants signal=
+    async def _stop_mirrors(sender: Any, **kwargs: Any) -> None:
+        # After the consumer drained and committed, while the producer still runs:
+        # each mirror finishes its round (sent and acknowledged) and hands its lease
+        # back, so another worker mirrors at once instead of after the lease expires.
+        await asyncio.gather(*(mirror.stop() for mirror in mirrors))

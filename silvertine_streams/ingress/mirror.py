@@ -11,11 +11,16 @@ Guarantees:
   holder read but never acknowledged (XAUTOCLAIM), before reading new ones.
 * An entry without ``event_id`` / ``timestamp`` gets them derived from its entry
   id, so a re-sent copy is recognised as the same event.
+* A graceful stop (:meth:`IngressMirror.stop`) lets the round in flight finish
+  (sent and acknowledged) and then deletes the lease if this worker still holds
+  it, so another worker takes the stream over at once instead of after
+  ``lease_ms``. After a crash the lease simply expires.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -48,6 +53,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 """
+
+_RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+STOP_WAIT_S = 5.0
+"""How long :meth:`IngressMirror.stop` waits for the round in flight before cancelling it."""
 
 
 class IngressMirror:
@@ -92,21 +107,56 @@ class IngressMirror:
         self._max_event_bytes = max_event_bytes
         self._max_message_bytes = max_message_bytes
         self._renew = redis.register_script(_RENEW_LEASE)
+        self._release = redis.register_script(_RELEASE_LEASE)
         self._holding = False
+        self._stopping = asyncio.Event()
+        self._running: asyncio.Task[None] | None = None
         self.mirrored = 0
 
     async def run(self) -> None:
-        """Mirror forever; Redis outages are waited out, never raised."""
+        """Mirror until :meth:`stop`; Redis outages are waited out, never raised."""
+        self._running = asyncio.current_task()
         delay = 0.05
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.step()
                 delay = 0.05
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 self._holding = False
                 log.warning("ingress mirror %s waiting for Redis: %s", self._stream, exc)
-                await asyncio.sleep(delay)
+                await self._pause(delay)
                 delay = min(delay * 2, 2.0)
+
+    async def stop(self, wait_s: float = STOP_WAIT_S) -> None:
+        """Finish the round in flight, stop, and hand the lease back.
+
+        Entries of a round cut off after ``wait_s`` stay pending in the consumer
+        group; the next holder re-sends them (the log absorbs duplicates). The
+        lease is deleted only if this mirror still holds it.
+        """
+        self._stopping.set()
+        running = self._running
+        if running is not None and running is not asyncio.current_task():
+            done, _ = await asyncio.wait({running}, timeout=wait_s)
+            if not done:
+                log.warning("ingress mirror %s: round still running after %.1fs; cancelled",
+                            self._stream, wait_s)
+                running.cancel()
+                await asyncio.wait({running})
+        try:
+            released = await self._release(keys=[self._lease_key], args=[self._me])
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            log.warning("ingress mirror %s: lease not released (%s); it expires in %d ms",
+                        self._stream, exc, self._lease_ms)
+            return
+        self._holding = False
+        if released:
+            log.info("ingress mirror %s: stopped, lease released", self._stream)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if :meth:`stop` is called meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def step(self, block_ms: int = 100) -> int:
         """Do one round: hold the lease, reclaim or read, send, acknowledge.
@@ -116,7 +166,7 @@ class IngressMirror:
         """
         if not await self._renew(keys=[self._lease_key], args=[self._me, self._lease_ms]):
             self._holding = False
-            await asyncio.sleep(self._lease_ms / 3000)
+            await self._pause(self._lease_ms / 3000)
             return 0
         handled = 0
         if not self._holding:

@@ -9,6 +9,7 @@ producer, wrapped to look at Redis at the moment of each send.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -225,3 +226,47 @@ async def test_an_oversize_entry_is_a_dead_letter_and_the_mirror_goes_on(
     assert len(letter[b"payload"]) == 1024  # a preview, so the dead letter fits anywhere
     received = await consume(settings, 2)
     assert [e.event_id for e in received] == [e.event_id for e in good]
+
+
+async def test_a_stopped_mirror_finishes_its_round_and_hands_the_lease_back(
+    kafka: tuple[Settings, AIOKafkaProducer], redis_client: Redis
+) -> None:
+    settings, producer = kafka
+    sender = KafkaSender(producer, redis_client)
+    first = mirror(redis_client, sender, settings, "mirror-stops", lease_ms=5000)
+    running = asyncio.create_task(first.run())
+    try:
+        sent = orders("AAPL", 3)
+        for event in sent:
+            await redis_client.xadd(STREAM, {"event": encode_event(event)})
+
+        async def mirrored() -> bool:
+            return sender.sent_events == len(sent) and await redis_client.xlen(STREAM) == 0
+
+        await async_wait_for(mirrored, timeout=10, message="the running mirror sends the entries")
+        assert await redis_client.get(ingress_lease("order")) == b"mirror-stops"
+
+        await asyncio.wait_for(first.stop(), timeout=10)
+
+        assert running.done() and running.exception() is None
+        assert await redis_client.exists(ingress_lease("order")) == 0
+    finally:
+        running.cancel()
+    # Another worker mirrors at once: no lease to wait out.
+    later = orders("MSFT", 2)
+    for event in later:
+        await redis_client.xadd(STREAM, {"event": encode_event(event)})
+    second = mirror(redis_client, sender, settings, "mirror-next", lease_ms=5000)
+    assert await second.step(block_ms=10) == len(later)
+
+
+async def test_stop_leaves_a_lease_another_mirror_holds(
+    kafka: tuple[Settings, AIOKafkaProducer], redis_client: Redis
+) -> None:
+    settings, producer = kafka
+    await redis_client.set(ingress_lease("order"), b"someone-else", px=5000)
+    idle = mirror(redis_client, KafkaSender(producer, redis_client), settings, "never-ran")
+
+    await asyncio.wait_for(idle.stop(), timeout=10)
+
+    assert await redis_client.get(ingress_lease("order")) == b"someone-else"
