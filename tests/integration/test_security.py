@@ -105,7 +105,7 @@ async def test_a_worker_logs_over_tls_what_the_publisher_sends_over_tls(
 
     # Replay into a topic: Redis read as the reader, Kafka written over TLS.
     topic = f"replay-{uuid4().hex[:6]}"
-    to_topic = run_cli(reader, "replay", "--type", "market_data", "--to", f"topic:{topic}",
+    to_topic = run_cli(reader, "replay", "--type", "market_data", "--to", f"topic:{topic}", "--yes",
                        "--no-progress")
     assert to_topic.returncode == 0, to_topic.stderr
     assert await count_records(settings, topic) == EVENTS

@@ -16,8 +16,7 @@ import pytest
 from silvertine_streams.agents.outbox import Outbox
 from silvertine_streams.agents.pipeline import SLICE_EVENTS, EventPipeline, PipelinePolicy
 from silvertine_streams.domain.reorder import ReorderPolicy
-from silvertine_streams.events import Event, EventType, MarketDataEvent, encode_batch
-from silvertine_streams.handlers import HandlerDispatcher, HandlerRegistry
+from silvertine_streams.events import EventType, MarketDataEvent, encode_batch
 from silvertine_streams.sinks.canonical_log import LogRecord, WriteStatus
 from silvertine_streams.sinks.dead_letters import DeadLetter
 
@@ -182,34 +181,3 @@ async def test_without_a_slice_break_an_envelope_runs_in_one_stretch() -> None:
     # than the write (an instant sink does not yield, so it has not run at all yet).
     assert other_ran == [] and log.written == ids
     await other
-
-
-async def test_a_message_is_acknowledged_only_after_its_handlers_ran() -> None:
-    # A graceful stop commits once no message is unacknowledged and then cancels
-    # the agents: acknowledged before its handlers, a message was committed with
-    # events that no handler was ever given (tests/faults/test_graceful_stop.py).
-    acked: list[int] = []
-    handled_when_acked: list[int] = []
-    handled: list[str] = []
-    registry = HandlerRegistry()
-
-    async def handler(event: Event) -> None:
-        await asyncio.sleep(0)  # a handler that gives the loop back, as I/O does
-        handled.append(event.event_id)
-
-    registry.subscribe(handler, ["market_data"], name="record")
-    policy = PipelinePolicy(ReorderPolicy("best_effort", 100, 0.05))
-    outbox = Outbox(NoDeadLetters(), _nothing, _nothing)
-    p = EventPipeline(EventType.MARKET_DATA, policy, InstantLog(), outbox,  # type: ignore[arg-type]
-                      HandlerDispatcher(registry))
-    state = p.partition(0, dict)
-    data, ids = envelope(1, 5)
-
-    def ack() -> None:
-        acked.append(0)
-        handled_when_acked.append(len(handled))
-
-    await p.process(data, state, 0, 0, ack)
-
-    assert handled == ids and acked == [0]
-    assert handled_when_acked == [len(ids)], "acknowledged before every handler call ended"
