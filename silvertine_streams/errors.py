@@ -174,3 +174,20 @@ class InvalidEvent(SilvertineError):
         self.reason = reason
         self.payload = payload
         super().__init__(reason)
+
+
+class LeaseLost(SilvertineError):
+    """A worker found that another one holds a lease it was acting under.
+
+    What it was doing is not recorded (its write is fenced off); the new
+    holder redoes it.
+
+    Attributes:
+        lease: the lease key, e.g. ``lease:handlers:<app id>``.
+        holder: who this worker is (its consumer name).
+    """
+
+    def __init__(self, lease: str, holder: str) -> None:
+        self.lease = lease
+        self.holder = holder
+        super().__init__(f"{holder} no longer holds {lease}; another worker took over")

@@ -15,6 +15,12 @@ be interrupted, so one that runs past the timeout is counted as a timeout after
 the fact (and its circuit opens if it keeps doing so). An async handler that
 swallows cancellation cannot be stopped either; it is counted as a timeout once
 it returns.
+
+Idempotent handlers (``subscribe(..., idempotent=True)``) are called as
+``handler(event, effects)``; when the caller passes the handler group's
+:class:`~silvertine_streams.handlers.effects.Completions`, an event the
+handler already completed is skipped, and each call's staged writes are
+committed with the record of the call (see :mod:`.effects`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from silvertine_streams.domain.circuit import CircuitBreaker, CircuitState
+from silvertine_streams.handlers.effects import Completions, Effects
 from silvertine_streams.handlers.registry import HandlerPriority, HandlerRegistry, Subscription
 
 __all__ = ["CircuitTransitionCallback", "DispatchReport", "HandlerDispatcher", "HandlerStats"]
@@ -46,6 +53,10 @@ class HandlerStats:
         failures: calls that raised.
         timeouts: calls that ran past the timeout.
         skipped_open: events not given to the handler because its circuit was open.
+        skipped_done: events not given to an idempotent handler because it
+            had completed them already (a redelivery).
+        discarded: writes an idempotent handler staged that were not applied
+            (a dispatch without a handler group: a replay).
         latency_s: total wall time of all calls, in seconds.
         last_error: the last exception a call raised (the ``TimeoutError`` for
             a timeout), for the caller to log.
@@ -57,6 +68,8 @@ class HandlerStats:
     failures: int = 0
     timeouts: int = 0
     skipped_open: int = 0
+    skipped_done: int = 0
+    discarded: int = 0
     latency_s: float = 0.0
     last_error: BaseException | None = None
 
@@ -84,6 +97,11 @@ class DispatchReport:
     def skipped_open(self) -> int:
         """Return the calls skipped by open circuits, over all handlers."""
         return sum(s.skipped_open for s in self.handlers.values())
+
+    @property
+    def skipped_done(self) -> int:
+        """Return the calls skipped because the handler had completed the event."""
+        return sum(s.skipped_done for s in self.handlers.values())
 
 
 CircuitTransitionCallback = Callable[[Subscription, CircuitState, CircuitState], None]
@@ -218,7 +236,8 @@ class HandlerDispatcher:
         """Return the circuit of ``handler_id``, ``None`` before its first dispatch."""
         return self._circuits.get(handler_id)
 
-    async def dispatch(self, events: Sequence[Any], event_type: str) -> DispatchReport:
+    async def dispatch(self, events: Sequence[Any], event_type: str,
+                       completions: Completions | None = None) -> DispatchReport:
         """Give every event, in order, to the handlers subscribed to ``event_type``.
 
         For each event the priority groups run one after the other; the
@@ -230,12 +249,17 @@ class HandlerDispatcher:
         Args:
             events: the batch, all of ``event_type``.
             event_type: selects the handlers.
+            completions: the handler group's record of what its idempotent
+                handlers completed; None (a replay) runs them without one
+                and applies none of their staged writes.
 
         Returns:
             Per-handler counts for this batch.
 
         Raises:
             asyncio.CancelledError: only when the caller is cancelled.
+            Exception: what ``completions.complete`` raises (the group lost
+                its lease, or a non-transient Redis error); never a handler's.
         """
         plan = self._plan(event_type)
         report = DispatchReport(event_type, len(events))
@@ -251,6 +275,7 @@ class HandlerDispatcher:
                 members.append((subscription, circuit, handler_stats))
             groups.append(members)
         call = self._call
+        once = self._call_once
         watchdog = _Watchdog(self._timeout_s)
         try:
             for event in events:
@@ -258,7 +283,10 @@ class HandlerDispatcher:
                     if len(members) == 1:
                         # The common case: no task, no gather, no timer per call.
                         subscription, circuit, handler_stats = members[0]
-                        if circuit.allow():
+                        if subscription.idempotent:
+                            await once(subscription, circuit, handler_stats, event, watchdog,
+                                       completions)
+                        elif circuit.allow():
                             await call(subscription, circuit, handler_stats, event, watchdog)
                         else:
                             handler_stats.skipped_open += 1
@@ -266,7 +294,13 @@ class HandlerDispatcher:
                     concurrent = []
                     for member in members:
                         subscription, circuit, handler_stats = member
-                        if not circuit.allow():
+                        if subscription.idempotent:
+                            if subscription.is_async:
+                                concurrent.append(member)
+                            else:
+                                await once(subscription, circuit, handler_stats, event,
+                                           watchdog, completions)
+                        elif not circuit.allow():
                             handler_stats.skipped_open += 1
                         elif subscription.is_async:
                             concurrent.append(member)
@@ -276,17 +310,63 @@ class HandlerDispatcher:
                             await call(subscription, circuit, handler_stats, event, watchdog)
                     if len(concurrent) == 1:
                         subscription, circuit, handler_stats = concurrent[0]
-                        await call(subscription, circuit, handler_stats, event, watchdog)
+                        if subscription.idempotent:
+                            await once(subscription, circuit, handler_stats, event, watchdog,
+                                       completions)
+                        else:
+                            await call(subscription, circuit, handler_stats, event, watchdog)
                     elif concurrent:
                         # One task each (that is what concurrency costs, ~10 µs
                         # per handler); _call never raises but for
                         # cancellation, so gather needs no return_exceptions.
-                        await asyncio.gather(
-                            *(call(sub, circ, st, event, None) for sub, circ, st in concurrent)
-                        )
+                        await asyncio.gather(*(
+                            once(sub, circ, st, event, None, completions) if sub.idempotent
+                            else call(sub, circ, st, event, None)
+                            for sub, circ, st in concurrent))
         finally:
             watchdog.close()
         return report
+
+    async def _call_once(
+        self,
+        subscription: Subscription,
+        circuit: CircuitBreaker,
+        stats: HandlerStats,
+        event: Any,
+        watchdog: _Watchdog | None,
+        completions: Completions | None,
+    ) -> None:
+        """Call an idempotent handler unless it completed ``event``; record the call.
+
+        The record (with the writes the handler staged, when it succeeded) is
+        durable when this returns, so a crash from here on never calls the
+        handler with ``event`` again.
+        """
+        name = subscription.name
+        event_id: str = event.event_id
+        if completions is not None and completions.completed(name, event_id):
+            stats.skipped_done += 1
+            return
+        if not circuit.allow():
+            stats.skipped_open += 1
+            return
+        effects = Effects()
+        succeeded = await self._call(subscription, circuit, stats, event, watchdog, effects)
+        if completions is None:
+            stats.discarded += len(effects.commands)
+            if succeeded:
+                circuit.record_success()
+            return
+        refused = await completions.complete(
+            name, event_id, effects.commands if succeeded else [])
+        if refused:
+            stats.failures += 1
+            stats.last_error = RuntimeError(
+                f"Redis refused {refused} of the writes handler {name!r} staged for "
+                f"event {event_id}")
+            circuit.record_failure()
+        elif succeeded:
+            circuit.record_success()
 
     async def _call(
         self,
@@ -295,12 +375,17 @@ class HandlerDispatcher:
         stats: HandlerStats,
         event: Any,
         watchdog: _Watchdog | None,
-    ) -> None:
+        effects: Effects | None = None,
+    ) -> bool:
         """Call one handler with one event; count the outcome, never raise.
 
         ``watchdog`` bounds an async handler awaited directly in the
         dispatching task; without one (inside a gather's own task) the call
-        gets an ``asyncio.timeout`` of its own.
+        gets an ``asyncio.timeout`` of its own. ``effects`` is passed as the
+        second argument (idempotent handlers).
+
+        Returns:
+            Whether the call returned in time without raising.
         """
         stats.calls += 1
         timeout_s = self._timeout_s
@@ -311,14 +396,21 @@ class HandlerDispatcher:
                 if watchdog is not None:
                     watchdog.arm()
                     try:
-                        await subscription.handler(event)
+                        if effects is None:
+                            await subscription.handler(event)
+                        else:
+                            await subscription.handler(event, effects)
                     finally:
                         watchdog.disarm()
                 else:
                     async with asyncio.timeout(timeout_s) as scope:
-                        await subscription.handler(event)
+                        if effects is None:
+                            await subscription.handler(event)
+                        else:
+                            await subscription.handler(event, effects)
             else:
-                result = subscription.handler(event)
+                result = (subscription.handler(event) if effects is None
+                          else subscription.handler(event, effects))
                 # A plain function may still hand back an awaitable (a lambda
                 # around a coroutine function); run it under the timeout too.
                 if result is not None and inspect.isawaitable(result):
@@ -364,10 +456,12 @@ class HandlerDispatcher:
                     f"handler {subscription.name!r} took {elapsed:.3f}s > {timeout_s}s"
                 )
                 circuit.record_failure()
-            else:
+                return False
+            if effects is None:  # an idempotent call succeeds once its writes landed
                 circuit.record_success()
-            return
+            return True
         stats.latency_s += time.perf_counter() - start
+        return False
 
     def _plan(self, event_type: str) -> tuple[tuple[_Entry, ...], ...]:
         """Return the groups of (subscription, circuit) for ``event_type``, cached."""
