@@ -15,9 +15,12 @@ Exactly once in effect across ``kill -9`` (DESIGN §3.6):
   staged on their ``Effects`` and committed with the handler group's record of
   the call: the applied events (``demo:desk:fills``, ``demo:desk:order-events``,
   from which :meth:`Desk.restore` rebuilds the book on every takeover), each
-  symbol's position (``demo:desk:positions``, signed quantity) and each order's
-  state (``demo:desk:order-states``, JSON). So positions always equal the sum of
-  the logged fills, and order states the logged order lifecycle.
+  symbol's position (``demo:desk:positions``, signed quantity), each order's
+  reported status and quantity (``demo:desk:order-states``, JSON) and filled
+  quantity (``demo:desk:filled``). So positions always equal the sum of the
+  logged fills, and order states the logged order lifecycle. The order and
+  fill logs are followed independently, so each view has one writer (or adds
+  up): the fill handler never rewrites what the order handler wrote.
 * What the desk publishes in answer to an event has an id derived from that
   event (and a timestamp from it): answered again after a crash, the answer is
   the same event and the canonical log keeps one. The venue is seeded per order,
@@ -74,7 +77,11 @@ BOOK_ORDER_EVENTS = "demo:desk:order-events"
 POSITIONS_KEY = "demo:desk:positions"
 """Hash ``symbol -> signed position`` (text), as the book holds it."""
 ORDER_STATES_KEY = "demo:desk:order-states"
-"""Hash ``order_id -> {"status", "filled", "quantity"}`` (JSON), as the book holds it."""
+"""Hash ``order_id -> {"reported", "quantity"}`` (JSON): what the order's logged events say."""
+FILLED_KEY = "demo:desk:filled"
+"""Hash ``order_id -> filled quantity``: the sum of the order's logged fills.
+
+An order's status is :func:`~silvertine_streams.demo.trading.order_status` of both."""
 
 RISK_SOURCE = "demo-risk"
 OVER_FILL_EVERY = 5
@@ -197,7 +204,10 @@ class Desk:
         """Apply a logged order event to the book."""
         self.book.apply_order(order)
         effects.rpush(BOOK_ORDER_EVENTS, encode_event(order))
-        self._stage_order_state(order.order_id, effects)
+        booked = self.book.get(order.order_id)
+        if booked is not None and booked.reported is not None:
+            effects.hset(ORDER_STATES_KEY, {order.order_id: json.dumps(
+                {"reported": booked.reported.value, "quantity": booked.quantity})})
         if order.status is OrderStatus.PENDING:
             self.last_orders.append(order.order_id)
         await self.write_snapshot()
@@ -213,16 +223,8 @@ class Desk:
         self.book.apply_fill(fill)
         effects.rpush(BOOK_FILLS, encode_event(fill))
         effects.hset(POSITIONS_KEY, {fill.symbol: repr(position.quantity)})
-        self._stage_order_state(fill.order_id, effects)
+        effects.hincrbyfloat(FILLED_KEY, fill.order_id, fill.executed_quantity)
         await self.write_snapshot()
-
-    def _stage_order_state(self, order_id: str, effects: Effects) -> None:
-        booked = self.book.get(order_id)
-        if booked is not None:
-            status = booked.status
-            effects.hset(ORDER_STATES_KEY, {order_id: json.dumps({
-                "status": status.value if status is not None else None,
-                "filled": booked.filled_qty, "quantity": booked.quantity})})
 
     async def write_snapshot(self) -> None:
         """Write the desk's state to ``demo:desk`` for the live view and tests."""
