@@ -46,12 +46,21 @@ def log_stream(event_type: str) -> str:
 
 
 def handler_group(app_id: str) -> str:
-    """Return the Redis consumer group an app's handlers read ``log:<type>`` with.
+    """Return the name of an app's handler group, and the prefix of its Redis keys.
 
     It is ``handlers:<app id>``: one handler group per app (``SILVERTINE_APP_ID``),
     whatever number of workers the app runs.
     """
     return f"handlers:{app_id}"
+
+
+def handler_cursor(app_id: str) -> str:
+    """Return the hash holding, per event type, the last log entry an app's handlers finished.
+
+    The key is ``handlers:<app id>:cursor`` (field ``<type>``, value an entry id):
+    the handler group's durable position on ``log:<type>``.
+    """
+    return f"{handler_group(app_id)}:cursor"
 
 
 def handler_lease(app_id: str) -> str:
@@ -66,7 +75,7 @@ def handler_completions(app_id: str, event_type: str) -> str:
     """Return the hash recording which idempotent handler completed which event.
 
     The key is ``handlers:<app id>:done:<type>``, fields ``<handler name>|<event id>``;
-    a field lives only until the group acknowledges the event's log entry.
+    a field lives only until the group's cursor passes the event's log entry.
     """
     return f"{handler_group(app_id)}:done:{event_type}"
 
@@ -75,7 +84,7 @@ def handler_progress(app_id: str) -> str:
     """Return the hash counting, per event type, the log entries an app's handlers finished.
 
     The key is ``handlers:<app id>:acked``; ``XLEN log:<type>`` minus this count
-    is the group's lag.
+    is the group's lag (the log is never trimmed past a group's cursor).
     """
     return f"{handler_group(app_id)}:acked"
 

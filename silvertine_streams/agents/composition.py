@@ -25,6 +25,7 @@ from silvertine_streams.events import EventPriority, EventType, Severity, System
 from silvertine_streams.handlers import HandlerDispatcher, HandlerRegistry, Subscription
 from silvertine_streams.handlers.group import HandlerGroup
 from silvertine_streams.handlers.positions import GroupPosition
+from silvertine_streams.handlers.recent import RecentlyLogged
 from silvertine_streams.observability.memory import MemoryGuard
 from silvertine_streams.observability.metrics import CIRCUIT_OPEN, TypeMetrics
 from silvertine_streams.settings import Settings
@@ -87,8 +88,9 @@ def build_engine(settings: Settings, redis: aioredis.Redis, outbox: Outbox,
     position = GroupPosition(redis, settings.app_id,
                              holder or f"{socket.gethostname()}-{os.getpid()}",
                              retry_max_s=settings.sink_retry_max_s)
+    recent = RecentlyLogged(registry.has_handlers)
     handler_group = HandlerGroup(position, registry, dispatcher, settings.consumed_types,
-                                 before_ack=outbox.send_queued)
+                                 before_ack=outbox.send_queued, recent=recent)
     policies = pipeline_policies(settings)
     lane_of = lanes(settings)
     controller = LaneController(settings.lane_max_pause_s)
@@ -108,6 +110,7 @@ def build_engine(settings: Settings, redis: aioredis.Redis, outbox: Outbox,
             now_s=now_s,
             metrics=TypeMetrics.for_type(type_name),
             slice_break=None if critical else controller.slice_break,
+            recent=recent,
         )
     return Engine(registry, dispatcher, handler_group, outbox, pipelines, log_sinks,
                   lane_of, controller, MemoryGuard(settings.memory_limit_mb * 1024 * 1024))

@@ -53,6 +53,7 @@ from silvertine_streams.events import (
 )
 from silvertine_streams.events.codec import MAX_EVENT_BYTES, MAX_MESSAGE_BYTES
 from silvertine_streams.handlers.effects import derived_id
+from silvertine_streams.handlers.recent import RecentlyLogged
 from silvertine_streams.observability.metrics import TypeMetrics
 from silvertine_streams.sinks.canonical_log import CanonicalLogSink, LogRecord, WriteStatus
 from silvertine_streams.sinks.dead_letters import DeadLetter
@@ -142,6 +143,8 @@ class _Commit:
 
     releases: list[tuple[Pending, Verdict | None]]
     records: list[LogRecord]
+    events: list[Event]
+    """The events of ``records``, in the same order."""
     letters: list[DeadLetter]
     gap_reports: list[SystemEvent]
     outcome: MessageOutcome
@@ -211,6 +214,8 @@ class EventPipeline:
         slice_break: awaited every ``SLICE_EVENTS`` events of a batch, so
             other lanes (the critical one) get the event loop inside a long
             batch; None = run a batch's events in one stretch.
+        recent: where events just logged are left for this worker's handler
+            group (so it need not decode them again), when it runs here.
     """
 
     def __init__(
@@ -224,6 +229,7 @@ class EventPipeline:
         now_s: Callable[[], float] = time.time,
         metrics: TypeMetrics | None = None,
         slice_break: Callable[[], Awaitable[None]] | None = None,
+        recent: RecentlyLogged | None = None,
     ) -> None:
         self.event_type = event_type
         self.policy = policy
@@ -237,6 +243,7 @@ class EventPipeline:
         self._metrics = metrics or TypeMetrics.for_type(event_type.value)
         self._in_flight: asyncio.Future[None] | None = None  # the overlapped write, if any
         self._slice_break = slice_break
+        self._recent = recent
 
     # --- partition state -------------------------------------------------
 
@@ -475,6 +482,7 @@ class EventPipeline:
     ) -> _Commit:
         """Sort what left the reorder window into log records, dead letters and gap reports."""
         records: list[LogRecord] = []
+        events: list[Event] = []
         gap_reports: list[SystemEvent] = []
         for item, verdict in releases:
             if verdict is not None:
@@ -498,7 +506,8 @@ class EventPipeline:
                 continue
             records.append(LogRecord(item.event.event_id, item.fingerprint,
                                      encode_event(item.event), item.origin))
-        return _Commit(releases, records, letters, gap_reports, outcome)
+            events.append(item.event)
+        return _Commit(releases, records, events, letters, gap_reports, outcome)
 
     async def _submit(self, commit: _Commit, overlap: bool) -> None:
         """Make ``commit`` durable after the write before it: now, or overlapped."""
@@ -521,9 +530,14 @@ class EventPipeline:
             self._metrics.sink_latency.observe(time.perf_counter() - started)
             self._metrics.sink_batch_size.observe(len(records))
             conflicts: list[DeadLetter] = []
-            for record, status in zip(records, statuses, strict=True):
+            recent = self._recent
+            kept: list[tuple[str, Event]] | None = (
+                [] if recent is not None and recent.wants(self.event_type.value) else None)
+            for record, status, event in zip(records, statuses, commit.events, strict=True):
                 if status is WriteStatus.WRITTEN:
                     logged += 1
+                    if kept is not None:
+                        kept.append((record.origin, event))
                 elif status is WriteStatus.DUPLICATE:
                     outcome.duplicates += 1
                 else:
@@ -533,6 +547,8 @@ class EventPipeline:
                         "with different content (first write wins)",
                         record.origin,
                     ))
+            if kept and recent is not None:
+                recent.put(kept)
             if conflicts:
                 await self._dead_letter(conflicts, outcome)
         outcome.logged += logged

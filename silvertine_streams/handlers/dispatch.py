@@ -186,6 +186,13 @@ class _Watchdog:
             self._handle = self._loop.call_at(deadline, self._expire)
 
 
+def _returning(subscription: Subscription, awaitable: Any) -> Subscription:
+    """A stand-in subscription whose handler returns ``awaitable`` (already made)."""
+    return Subscription(subscription.handler_id, subscription.name, lambda _: awaitable,
+                        subscription.event_types, subscription.priority, False,
+                        subscription.idempotent)
+
+
 class HandlerDispatcher:
     """Run the registry's handlers for batches of events, each handler isolated.
 
@@ -274,6 +281,12 @@ class HandlerDispatcher:
                 stats[subscription.handler_id] = handler_stats
                 members.append((subscription, circuit, handler_stats))
             groups.append(members)
+        if all(not sub.is_async and not sub.idempotent for members in groups
+               for sub, _, _ in members):
+            # Only plain sync handlers (a positions book, a risk check in memory):
+            # they run one after another anyway, so call them in one tight loop.
+            await self._dispatch_sync(events, [m for members in groups for m in members])
+            return report
         call = self._call
         once = self._call_once
         watchdog = _Watchdog(self._timeout_s)
@@ -326,6 +339,57 @@ class HandlerDispatcher:
         finally:
             watchdog.close()
         return report
+
+    async def _dispatch_sync(
+        self, events: Sequence[Any],
+        members: list[tuple[Subscription, CircuitBreaker, HandlerStats]],
+    ) -> None:
+        """Run sync handlers over ``events``, each isolated as :meth:`_call` does it.
+
+        The same accounting as :meth:`_call` without a coroutine per call (about
+        half the cost of a fast handler's dispatch). A handler that hands back an
+        awaitable goes through :meth:`_call` for that event.
+        """
+        timeout_s = self._timeout_s
+        clock = time.perf_counter
+        for event in events:
+            for subscription, circuit, stats in members:
+                if not circuit.allow():
+                    stats.skipped_open += 1
+                    continue
+                stats.calls += 1
+                start = clock()
+                try:
+                    result = subscription.handler(event)
+                except asyncio.CancelledError as exc:
+                    task = asyncio.current_task()
+                    if task is None or task.cancelling():
+                        raise  # our caller is being cancelled: not the handler's failure
+                    stats.failures += 1
+                    stats.last_error = exc
+                    stats.latency_s += clock() - start
+                    circuit.record_failure()
+                    continue
+                except Exception as exc:
+                    stats.failures += 1
+                    stats.last_error = exc
+                    stats.latency_s += clock() - start
+                    circuit.record_failure()
+                    continue
+                if result is not None and inspect.isawaitable(result):
+                    stats.calls -= 1  # _call counts it again, with the awaitable's outcome
+                    await self._call(_returning(subscription, result), circuit, stats, event,
+                                     None)
+                    continue
+                elapsed = clock() - start
+                stats.latency_s += elapsed
+                if elapsed > timeout_s:
+                    stats.timeouts += 1
+                    stats.last_error = TimeoutError(
+                        f"handler {subscription.name!r} took {elapsed:.3f}s > {timeout_s}s")
+                    circuit.record_failure()
+                else:
+                    circuit.record_success()
 
     async def _call_once(
         self,

@@ -1,16 +1,16 @@
 """The handler group: an app's handlers follow the canonical logs from a durable position.
 
 Handlers do not run inside the pipeline. The pipeline makes events durable in
-``log:<type>``; the handler group reads those logs through a Redis consumer
-group (:mod:`.positions`) and hands each batch of entries to the
+``log:<type>``; the handler group reads those logs from a durable cursor
+(:mod:`.positions`), hands each batch of entries to the
 :class:`~silvertine_streams.handlers.dispatch.HandlerDispatcher` — the same
-dispatch ``silvertine replay --to handlers`` uses — and acknowledges the
-entries only after the handlers ran. Hence (DESIGN §3.6):
+dispatch ``silvertine replay --to handlers`` uses — and moves the cursor past
+the entries only after the handlers ran. Hence (DESIGN §3.6):
 
-* **At least once.** An entry a crash interrupted is still pending; the next
-  holder of the group claims it and runs it again, before anything new.
+* **At least once.** An entry a crash interrupted still lies after the cursor;
+  the next holder of the group reads it again, first.
 * **Exactly once across a graceful stop.** :meth:`HandlerGroup.stop` lets the
-  batch in hand finish and be acknowledged, then gives the lease up.
+  batch in hand finish and the cursor pass it, then gives the lease up.
 * **Exactly once in effect** for idempotent handlers: they are not given an
   event again that they completed, and what they staged on their ``Effects``
   was written with that record (:mod:`.effects`).
@@ -22,7 +22,7 @@ entries only after the handlers ran. Hence (DESIGN §3.6):
   the pipeline, which no longer waits for handlers at all.
 
 Alerts a dispatch raises (a circuit opening) are sent, and confirmed, before
-the entries that caused them are acknowledged.
+the cursor passes the entries that caused them.
 """
 
 from __future__ import annotations
@@ -38,23 +38,27 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from silvertine_streams.errors import LeaseLost
 from silvertine_streams.handlers.dispatch import HandlerDispatcher
-from silvertine_streams.handlers.positions import GroupPosition, RawEntry, completion_field
+from silvertine_streams.handlers.positions import (
+    Batch,
+    GroupCompletions,
+    GroupPosition,
+    completion_field,
+)
+from silvertine_streams.handlers.recent import RecentlyLogged
 from silvertine_streams.handlers.registry import HandlerRegistry
 from silvertine_streams.observability.metrics import (
     HANDLER_EVENTS,
     HANDLER_GROUP_HELD,
     HANDLER_LAG,
-    HANDLER_REDELIVERED,
     record_dispatch,
 )
-from silvertine_streams.replay.reader import decode_page
 
 log = logging.getLogger(__name__)
 
 __all__ = ["HandlerGroup"]
 
-BATCH_MAX = 500
-"""Log entries read (and acknowledged) at a time per event type."""
+BATCH_MAX = 2000
+"""Log entries read (and handled, then passed by the cursor) at a time per event type."""
 BLOCK_MS = 100
 """How long a read waits for new entries (bounds how long a graceful stop waits)."""
 
@@ -63,13 +67,15 @@ class HandlerGroup:
     """Runs an app's handlers on its canonical logs while this worker holds the group.
 
     Args:
-        position: the group's lease, reads and acknowledgements in Redis.
+        position: the group's lease, reads and cursors in Redis.
         registry: the subscriptions, and the callbacks to run on taking over.
         dispatcher: runs the handlers with timeouts and circuits.
         event_types: the types this worker may follow (its consumed types);
             those with a subscriber are followed.
-        before_ack: awaited before every acknowledgement (sends the alerts the
-            dispatch queued, such as a circuit opening, and waits for Kafka).
+        before_ack: awaited before the cursor moves past a batch (sends the
+            alerts its dispatch queued, such as a circuit opening, and waits for Kafka).
+        recent: events this worker's pipelines just logged, taken instead of
+            decoded again while this worker runs the group.
         batch_max: entries read at a time per type.
         block_ms: how long one read waits for new entries.
     """
@@ -81,6 +87,7 @@ class HandlerGroup:
         dispatcher: HandlerDispatcher,
         event_types: Iterable[str],
         before_ack: Callable[[], Awaitable[None]] | None = None,
+        recent: RecentlyLogged | None = None,
         *,
         batch_max: int = BATCH_MAX,
         block_ms: int = BLOCK_MS,
@@ -90,12 +97,12 @@ class HandlerGroup:
         self._dispatcher = dispatcher
         self._candidates = tuple(event_types)
         self._before_ack = before_ack
+        self._recent = recent
         self._batch_max = batch_max
         self._block_ms = block_ms
         self._stopping: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
         self.handled = 0
-        self.redelivered = 0
 
     @property
     def event_types(self) -> list[str]:
@@ -134,11 +141,11 @@ class HandlerGroup:
             stopped.set()
 
     async def stop(self, timeout_s: float = 10.0) -> bool:
-        """Finish the batches in hand, acknowledge them, give the lease up.
+        """Finish the batches in hand, move the cursors past them, give the lease up.
 
         Returns:
             Whether the group stopped within ``timeout_s`` (if not, the batch
-            in hand is redelivered to the next holder: at least once).
+            in hand is read again by the next holder: at least once).
         """
         if self._stopping is None:
             self._stopping = asyncio.Event()
@@ -164,8 +171,6 @@ class HandlerGroup:
     async def _session(self) -> None:
         """Run the group from taking the lease until it is lost or the group stops."""
         types = self.event_types
-        for event_type in types:
-            await self.position.ensure(event_type)
         for callback in self._registry.resume_callbacks:
             result = callback()
             if inspect.isawaitable(result):
@@ -175,6 +180,8 @@ class HandlerGroup:
                  ", ".join(types))
         tasks = [asyncio.ensure_future(self._keep_lease())]
         tasks.extend(asyncio.ensure_future(self._follow(t)) for t in types)
+        if self._recent is not None:
+            self._recent.active = True
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
@@ -182,6 +189,9 @@ class HandlerGroup:
                 if error is not None:
                     raise error
         finally:
+            if self._recent is not None:
+                self._recent.active = False
+                self._recent.clear()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -195,44 +205,41 @@ class HandlerGroup:
                 raise LeaseLost(self.position.lease, self.position.holder)
 
     async def _follow(self, event_type: str) -> None:
-        """Run what is pending first (a predecessor's unfinished batch), then new entries."""
+        """Hand the log to the handlers batch by batch, from the group's cursor on.
+
+        What a predecessor read but did not finish lies after the cursor: it
+        comes first, whole, in log order.
+        """
         assert self._stopping is not None
         stopping = self._stopping
-        cursor = "0-0"
-        while True:
-            cursor, entries = await self.position.claim(event_type, cursor, self._batch_max)
-            if entries:
-                await self._handle(event_type, entries, reclaimed=True)
-            if cursor == "0-0" or stopping.is_set():
-                break
+        position = self.position
+        after = await position.cursor(event_type)
+        completions = await position.completions(event_type)
         while not stopping.is_set():
-            entries = await self.position.read(event_type, self._batch_max, self._block_ms)
-            if entries:
-                await self._handle(event_type, entries, reclaimed=False)
+            batch = await position.read(event_type, after, self._batch_max, self._block_ms,
+                                        self._recent)
+            if batch.entries:
+                await self._handle(event_type, batch, completions)
+                after = batch.last_id
 
-    async def _handle(self, event_type: str, entries: list[RawEntry], reclaimed: bool) -> None:
-        """Dispatch one batch of entries, then acknowledge them."""
-        page = decode_page(event_type, entries)
-        events = page.events
-        for entry_id, reason in page.undecodable:
+    async def _handle(self, event_type: str, batch: Batch,
+                      completions: GroupCompletions) -> None:
+        """Dispatch one batch, send the alerts it raised, then move the cursor past it."""
+        events = batch.events
+        for entry_id, reason in batch.skipped:
             log.error("handler group %s: %s entry %s is not an event (%s); skipped",
                       self.position.group, event_type, entry_id, reason)
-        idempotent = self._idempotent_names(event_type)
-        completions = self.position.completions(event_type)
-        if reclaimed:
-            self.redelivered += len(entries)
-            HANDLER_REDELIVERED.labels(self.position.group, event_type).inc(len(entries))
-            if idempotent:
-                await completions.load(idempotent, (e.event_id for e in events))
         if events:
             record_dispatch(await self._dispatcher.dispatch(events, event_type, completions))
         if self._before_ack is not None:
             await self._before_ack()
+        idempotent = self._idempotent_names(event_type)
         cleared = ([completion_field(name, e.event_id) for e in events for name in idempotent]
                    if idempotent else [])
-        await self.position.acknowledge(event_type, [entry[0] for entry in entries], cleared)
-        self.handled += len(entries)
-        HANDLER_EVENTS.labels(self.position.group, event_type).inc(len(entries))
+        await self.position.advance(event_type, batch, cleared)
+        completions.forget(cleared)
+        self.handled += batch.entries
+        HANDLER_EVENTS.labels(self.position.group, event_type).inc(batch.entries)
 
     def _idempotent_names(self, event_type: str) -> list[str]:
         return [s.name for group in self._registry.handlers_for(event_type)

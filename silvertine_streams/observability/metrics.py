@@ -118,17 +118,12 @@ HANDLER_ALREADY_DONE = Counter(
 )
 HANDLER_LAG = Gauge(
     "silvertine_handler_lag",
-    "Canonical-log entries a handler group has not finished yet (XLEN - acknowledged)",
+    "Canonical-log entries a handler group has not finished yet (XLEN - finished)",
     ["group", "event_type"], registry=REGISTRY,
 )
 HANDLER_EVENTS = Counter(
     "silvertine_handler_events",
-    "Canonical-log entries a handler group finished in this worker (handled, acknowledged)",
-    ["group", "event_type"], registry=REGISTRY,
-)
-HANDLER_REDELIVERED = Counter(
-    "silvertine_handler_redelivered",
-    "Log entries this worker took over unfinished from the group's previous holder",
+    "Canonical-log entries a handler group finished in this worker (handled, cursor past them)",
     ["group", "event_type"], registry=REGISTRY,
 )
 HANDLER_GROUP_HELD = Gauge(
