@@ -1,11 +1,13 @@
 """Handlers: the registry users subscribe on, and isolated dispatch by priority.
 
-Example::
+A worker runs them in the app's handler group, which follows the canonical
+logs from a durable cursor (:mod:`.group`). Example::
 
     from silvertine_streams.handlers import HandlerPriority
 
     def setup(bus):                      # SILVERTINE_HANDLERS=my_risk.handlers:setup
         bus.subscribe(check_risk, ["order"], priority=HandlerPriority.CRITICAL)
+        bus.subscribe(book_fill, ["fill"], name="book", idempotent=True)  # (event, effects)
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from silvertine_streams.handlers.dispatch import (
     HandlerDispatcher,
     HandlerStats,
 )
+from silvertine_streams.handlers.effects import Effects, derived_id
 from silvertine_streams.handlers.registry import (
     Handler,
     HandlerPriority,
@@ -27,6 +30,7 @@ from silvertine_streams.handlers.setups import HandlerSetup, load_handler_setups
 __all__ = [
     "CircuitTransitionCallback",
     "DispatchReport",
+    "Effects",
     "Handler",
     "HandlerDispatcher",
     "HandlerPriority",
@@ -34,5 +38,6 @@ __all__ = [
     "HandlerSetup",
     "HandlerStats",
     "Subscription",
+    "derived_id",
     "load_handler_setups",
 ]
