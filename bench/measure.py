@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from redis.asyncio import Redis
 
 from bench.harness import BenchContext, BenchError, Child, wait_for_mark, wait_for_xlen
 from bench.profiling import Sampler
@@ -84,16 +85,33 @@ async def redis_forks(ctx: BenchContext) -> int:
         await redis.aclose()
 
 
+async def wait_for_hash_count(redis: Redis, key: str, field: str, count: int, child: Child,
+                              timeout_s: float, interval_s: float = 0.005) -> float:
+    """Poll ``HGET key field`` until it reaches ``count``; return ``time.time()`` when seen."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        last = int(await redis.hget(key, field) or 0)
+        if last >= count:
+            return time.time()
+        child.check_alive(f"counting {key} {field} ({last}/{count})")
+        if time.monotonic() > deadline:
+            raise BenchError(f"{key} {field} was {last}/{count} after {timeout_s:g}s; "
+                             f"{child.name} log:\n{child.log_tail()}")
+        await asyncio.sleep(interval_s)
+
+
 async def measure_until_xlen(
     ctx: BenchContext, child: Child, mark: Path, stream: str, events: int,
-    sampler_output: Path | None = None,
+    sampler_output: Path | None = None, handled: tuple[str, str] | None = None,
 ) -> tuple[Run, Sampler | None]:
     """Start ``child``, time it from its mark to ``XLEN stream == events``.
 
     Also records each process's CPU seconds over that window, the Redis commands
     that took the time, and AOF rewrites (forks) that happened during it; checks
     the stream ends with exactly ``events`` entries. ``sampler_output``: attach
-    py-spy to the child for the measured window.
+    py-spy to the child for the measured window. ``handled``: ``(hash, field)``
+    of a handler group's acknowledged count; the clock then runs until it too
+    reaches ``events`` (the log's own finish is kept as ``log_done_s``).
     """
     redis = ctx.redis()
     sampler: Sampler | None = None
@@ -106,6 +124,9 @@ async def measure_until_xlen(
             sampler = Sampler(child.pid, sampler_output).start()
         timeout = max(60.0, events / 2_000)
         finished = await wait_for_xlen(redis, stream, events, child, timeout)
+        log_done = finished
+        if handled is not None:
+            finished = await wait_for_hash_count(redis, *handled, events, child, timeout)
         cpu1, servers1 = child.cpu(), ctx.server_cpu()
         if sampler is not None:
             sampler.stop()
@@ -114,6 +135,8 @@ async def measure_until_xlen(
             a, b = servers0[name], servers1[name]
             cpu[name] = None if a is None or b is None else b - a
         run = Run(events=events, seconds=finished - started, cpu_s=cpu, ended_at=finished)
+        if handled is not None:
+            run.extra["log_done_s"] = f"{log_done - started:.2f}"
         await asyncio.sleep(0.3)
         final = int(await redis.xlen(stream))
         if final != events:

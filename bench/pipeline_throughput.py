@@ -1,6 +1,6 @@
 """Scenario: pipeline throughput, end to end, against a plain Faust agent and the raw floor.
 
-Three variants read pre-produced market data from the same Tansu broker and
+Four variants read pre-produced market data from the same Tansu broker and
 write to the same redis-server (AOF, `appendfsync always`), one at a time,
 interleaved round by round so the machine's noise hits them alike:
 
@@ -8,7 +8,12 @@ interleaved round by round so the machine's noise hits them alike:
   settings) on `silvertine.market_data` holding batch envelopes; decode +
   validate, sequencing over ~100 symbols, one idempotent Lua call per batch
   of fetched messages into `log:market_data`, one table write per changed
-  partition per offset commit.
+  partition per offset commit. No handler is subscribed, so no handler group runs.
+* **handlers**: the same worker with a handler on market data
+  (`bench/handler_load.py`, in-memory work only): the app's handler group
+  follows `log:market_data` through its Redis consumer group and acknowledges
+  each batch after dispatch (the durable position). Its clock runs until the
+  group has acknowledged all N entries; `log_done_s` is when the log was full.
 * **plain Faust agent** (`bench/plain_agent.py`): one event per Kafka
   message, one awaited XADD per event, in its own Faust app and worker.
 * **raw floor** (`bench/raw_floor.py`): aiokafka → pipelined XADD of every
@@ -44,7 +49,7 @@ from bench.report import Ratio, Row, Run, ScenarioReport, Target
 from silvertine_streams.events import Event, MarketDataEvent, encode_event
 from silvertine_streams.kafka.admin import ensure_topics
 from silvertine_streams.kafka.publisher import Publisher, partition_for
-from silvertine_streams.topics import event_topic, log_stream
+from silvertine_streams.topics import event_topic, handler_progress, log_stream
 
 NAME = "pipeline_throughput"
 TITLE = "Pipeline throughput (events/s, end to end)"
@@ -123,13 +128,16 @@ class _Variants:
         return run_dir, run_dir / "mark", run_dir / "process.log"
 
     async def pipeline(self, label: str, profile_to: Path | None = None,
-                       experiment: Experiment | None = None) -> tuple[Run, Sampler | None]:
+                       experiment: Experiment | None = None,
+                       handlers: bool = False) -> tuple[Run, Sampler | None]:
         await reset_redis(self.ctx)
-        w = worker(self.ctx, NAME, label, experiment=experiment)
+        env = {"SILVERTINE_HANDLERS": HANDLERS} if handlers else None
+        w = worker(self.ctx, NAME, label, experiment=experiment, env=env)
+        handled = (handler_progress(w.settings.app_id), "market_data") if handlers else None
         try:
             run, sampler = await measure_until_xlen(
                 self.ctx, w.child, w.mark, log_stream("market_data"), self.pipeline_n,
-                profile_to)
+                profile_to, handled=handled)
             run.extra["changelog"] = await _changelog_flushed(
                 self.ctx, w.settings.app_id, run.ended_at)
             return run, sampler
@@ -167,12 +175,16 @@ class _Variants:
             w.child.stop()
 
 
-VARIANTS = ("pipeline", "plain", "floor")
+VARIANTS = ("pipeline", "handlers", "plain", "floor")
+HANDLERS = "bench.handler_load:setup"
+TARGET_HANDLER_COST = 0.10
+"""Position tracking may cost at most this fraction of the pipeline's throughput."""
 
 
 async def run(ctx: BenchContext) -> ScenarioReport:
-    """Options (``-o KEY=VALUE``): ``variants`` (comma list of pipeline, plain, floor;
-    experiments always run), ``events`` (pipeline and floor), ``plain_events``."""
+    """Options (``-o KEY=VALUE``): ``variants`` (comma list of pipeline, handlers, plain,
+    floor; experiments always run), ``events`` (pipeline and floor), ``plain_events``,
+    ``profile_variant`` (``handlers``: profile the worker with handlers instead)."""
     divisor = QUICK_DIVISOR if ctx.quick else 1
     pipeline_n = int(ctx.options.get("events", PIPELINE_EVENTS // divisor))
     plain_n = int(ctx.options.get("plain_events", PLAIN_EVENTS // divisor))
@@ -214,6 +226,9 @@ async def run(ctx: BenchContext) -> ScenarioReport:
             f"exp:{experiment.name}",
             f"experiment **{experiment.name}**: pipeline{where}{' with ' if settings else ''}"
             f"{settings}")
+    if "handlers" in chosen:
+        rows["handlers"] = Row("handlers", "handlers: the same worker, a handler on market "
+                               "data, the handler group's durable position on")
     if "plain" in chosen:
         rows["plain"] = Row("plain", "plain Faust agent: 1 event/message, 1 XADD/event")
     if "floor" in chosen:
@@ -224,6 +239,8 @@ async def run(ctx: BenchContext) -> ScenarioReport:
             label = f"{key.replace(':', '-')}-r{round_no}"
             if key == "pipeline" or key in experiments:
                 result, _ = await variants.pipeline(label, experiment=experiments.get(key))
+            elif key == "handlers":
+                result, _ = await variants.pipeline(label, handlers=True)
             elif key == "plain":
                 result = await variants.plain(label)
             else:
@@ -248,6 +265,12 @@ async def run(ctx: BenchContext) -> ScenarioReport:
             report.ratios.append(Ratio("pipeline / plain Faust agent", "pipeline", "plain"))
         if "floor" in rows:
             report.ratios.append(Ratio("pipeline / raw floor", "pipeline", "floor"))
+        if "handlers" in rows:
+            report.ratios.append(Ratio("with handlers / without", "handlers", "pipeline"))
+            cost = 1.0 - rows["handlers"].median / rows["pipeline"].median
+            report.targets.append(Target(
+                f"handler groups' position tracking costs ≤ {TARGET_HANDLER_COST:.0%}",
+                cost <= TARGET_HANDLER_COST, f"{cost:.1%} of throughput (medians)"))
         rate = rows["pipeline"].median
         report.targets.append(Target(f"≥ {TARGET_RATE:,.0f} events/s per worker",
                                      rate >= TARGET_RATE, f"{rate:,.0f} events/s (median)"))
@@ -269,7 +292,9 @@ async def run(ctx: BenchContext) -> ScenarioReport:
 async def _profile(variants: _Variants, ctx: BenchContext) -> str:
     output = ctx.work_dir / NAME / "pipeline-profile.txt"
     try:
-        result, _ = await variants.pipeline("pipeline-profile", profile_to=output)
+        result, _ = await variants.pipeline(
+            "pipeline-profile", profile_to=output,
+            handlers=ctx.options.get("profile_variant") == "handlers")
     except (BenchError, RuntimeError) as exc:
         return f"Profiling failed: {exc}"
     if not output.exists():

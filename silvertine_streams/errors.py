@@ -189,3 +189,20 @@ class ActionRefused(SilvertineError):
     ``--yes``, pick another topic, ...). Commands end with exit status 2 on it,
     as on a usage error.
     """
+
+
+class LeaseLost(SilvertineError):
+    """A worker found that another one holds a lease it was acting under.
+
+    What it was doing is not recorded (its write is fenced off); the new
+    holder redoes it.
+
+    Attributes:
+        lease: the lease key, e.g. ``lease:handlers:<app id>``.
+        holder: who this worker is (its consumer name).
+    """
+
+    def __init__(self, lease: str, holder: str) -> None:
+        self.lease = lease
+        self.holder = holder
+        super().__init__(f"{holder} no longer holds {lease}; another worker took over")

@@ -2,7 +2,8 @@
 
 Nothing else spells ``silvertine.<type>``, ``events:<type>``, ``log:<type>``,
 ``dlq`` or the Redis keys beside them (``dlq:ids``, ``dlq:requeued``,
-``lease:events:<type>``, ``ops:actions``) inline.
+``lease:events:<type>``, ``ops:actions``, the handler group's ``handlers:<app id>…``
+keys) inline.
 """
 
 from __future__ import annotations
@@ -46,6 +47,50 @@ def ingress_lease(event_type: str) -> str:
 def log_stream(event_type: str) -> str:
     """Return the Redis canonical log of ``event_type``: ``log:<type>``."""
     return f"log:{event_type}"
+
+
+def handler_group(app_id: str) -> str:
+    """Return the name of an app's handler group, and the prefix of its Redis keys.
+
+    It is ``handlers:<app id>``: one handler group per app (``SILVERTINE_APP_ID``),
+    whatever number of workers the app runs.
+    """
+    return f"handlers:{app_id}"
+
+
+def handler_cursor(app_id: str) -> str:
+    """Return the hash holding, per event type, the last log entry an app's handlers finished.
+
+    The key is ``handlers:<app id>:cursor`` (field ``<type>``, value an entry id):
+    the handler group's durable position on ``log:<type>``.
+    """
+    return f"{handler_group(app_id)}:cursor"
+
+
+def handler_lease(app_id: str) -> str:
+    """Return the key of the lease held by the one worker running an app's handlers.
+
+    The key is ``lease:handlers:<app id>``.
+    """
+    return f"lease:{handler_group(app_id)}"
+
+
+def handler_completions(app_id: str, event_type: str) -> str:
+    """Return the hash recording which idempotent handler completed which event.
+
+    The key is ``handlers:<app id>:done:<type>``, fields ``<handler name>|<event id>``;
+    a field lives only until the group's cursor passes the event's log entry.
+    """
+    return f"{handler_group(app_id)}:done:{event_type}"
+
+
+def handler_progress(app_id: str) -> str:
+    """Return the hash counting, per event type, the log entries an app's handlers finished.
+
+    The key is ``handlers:<app id>:acked``; ``XLEN log:<type>`` minus this count
+    is the group's lag (the log is never trimmed past a group's cursor).
+    """
+    return f"{handler_group(app_id)}:acked"
 
 
 def all_topics() -> list[str]:

@@ -1,9 +1,16 @@
-"""Handlers a test worker loads with ``SILVERTINE_HANDLERS=tests.handler_fixtures:setup``.
+"""Handlers a test worker loads with ``SILVERTINE_HANDLERS=tests.handler_fixtures:<setup>``.
 
-One records what it sees in the Redis stream ``test:handled``, one always
-raises, one never returns: the test checks that the last two are timed out and
-circuit-broken while the recorder and the log keep up.
-``tests.handler_fixtures:record_market_data`` subscribes only a recorder that
+``setup``: one records what it sees in the Redis stream ``test:handled``, one
+always raises, one never returns: the test checks that the last two are timed
+out and circuit-broken while the recorder and the log keep up.
+
+``setup_recorders``: what the kill -9 tests check handlers against. A plain
+recorder appends every market-data and order event it is given to
+``test:seen`` (at least once: a redelivery shows up twice), and an idempotent
+counter adds 1 per order to ``test:once`` through its ``Effects`` (exactly
+once in effect: every count must end at 1).
+
+``record_market_data`` subscribes only a recorder that
 takes a little longer, as one that calls a venue or a database would, to market
 data (the graceful-stop test counts every call, and its stop must land while
 handlers run).
@@ -18,19 +25,38 @@ import redis.asyncio as aioredis
 
 from silvertine_streams.events import Event
 from silvertine_streams.handlers import HandlerPriority, HandlerRegistry
+from silvertine_streams.handlers.effects import Effects
 
 SEEN_STREAM = "test:handled"
+RECORDED_STREAM = "test:seen"
+ONCE_HASH = "test:once"
 
 _redis: aioredis.Redis | None = None
 
 
-async def record(event: Event) -> None:
-    """Append the event id to ``test:handled``."""
+def _client() -> aioredis.Redis:
     global _redis
     if _redis is None:
         # Test code may read the environment; the engine's modules never do.
         _redis = aioredis.Redis.from_url(os.environ["SILVERTINE_REDIS_URL"])
-    await _redis.xadd(SEEN_STREAM, {"event_id": event.event_id})
+    return _redis
+
+
+async def record(event: Event) -> None:
+    """Append the event id to ``test:handled``."""
+    await _client().xadd(SEEN_STREAM, {"event_id": event.event_id})
+
+
+async def record_seen(event: Event) -> None:
+    """Append the event's id, type, key and sequence to ``test:seen``."""
+    await _client().xadd(RECORDED_STREAM, {
+        "event_id": event.event_id, "type": event.event_type.value,
+        "key": event.partition_key, "sequence": event.sequence or 0})
+
+
+def count_once(event: Event, effects: Effects) -> None:
+    """Stage ``HINCRBY test:once <event id> 1``: committed with the record of the call."""
+    effects.call("HINCRBY", ONCE_HASH, event.event_id, 1)
 
 
 def explode(event: Event) -> None:
@@ -60,3 +86,9 @@ def record_market_data(bus: HandlerRegistry) -> None:
     """Subscribe only the slower recorder, to market data."""
     bus.subscribe(record_slowly, ["market_data"], priority=HandlerPriority.NORMAL,
                   name="record")
+
+
+def setup_recorders(bus: HandlerRegistry) -> None:
+    """Subscribe the at-least-once recorder and the exactly-once counter."""
+    bus.subscribe(record_seen, ["market_data", "order"], name="recorder")
+    bus.subscribe(count_once, ["order"], name="once", idempotent=True)

@@ -7,6 +7,8 @@ into the Faust app, and tests can build the same engine without one.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +23,9 @@ from silvertine_streams.domain.circuit import CircuitState
 from silvertine_streams.domain.flow import OverloadDetector
 from silvertine_streams.events import EventPriority, EventType, Severity, SystemEvent
 from silvertine_streams.handlers import HandlerDispatcher, HandlerRegistry, Subscription
+from silvertine_streams.handlers.group import HandlerGroup
+from silvertine_streams.handlers.positions import GroupPosition
+from silvertine_streams.handlers.recent import RecentlyLogged
 from silvertine_streams.observability.memory import MemoryGuard
 from silvertine_streams.observability.metrics import CIRCUIT_OPEN, TypeMetrics
 from silvertine_streams.settings import Settings
@@ -37,6 +42,8 @@ class Engine:
     Attributes:
         registry: where handler setups subscribe (``app.bus``).
         dispatcher: runs the registry's handlers with timeouts and circuits.
+        handler_group: runs them on the canonical logs, from the app's durable
+            position, while this worker holds the group.
         outbox: where dead letters and system events leave the pipelines.
         pipelines: the pipeline of each consumed type, by Kafka topic.
         log_sinks: the canonical-log sink of each consumed type.
@@ -47,6 +54,7 @@ class Engine:
 
     registry: HandlerRegistry
     dispatcher: HandlerDispatcher
+    handler_group: HandlerGroup
     outbox: Outbox
     pipelines: dict[str, EventPipeline]
     log_sinks: list[CanonicalLogSink]
@@ -56,14 +64,15 @@ class Engine:
 
 
 def build_engine(settings: Settings, redis: aioredis.Redis, outbox: Outbox,
-                 now_s: Callable[[], float] = time.time) -> Engine:
+                 now_s: Callable[[], float] = time.time, holder: str | None = None) -> Engine:
     """Build the pipelines of every consumed type, with their sinks, handlers and lanes.
 
     Args:
         settings: the worker's settings.
-        redis: the client the sinks write with.
+        redis: the client the sinks and the handler group use.
         outbox: where the pipelines send dead letters and system events.
         now_s: corrected wall-clock seconds (the clock-sync service's, when it runs).
+        holder: this worker's name in the handler group (default ``<host>-<pid>``).
 
     Raises:
         ConfigError: a per-type policy setting is invalid.
@@ -76,6 +85,12 @@ def build_engine(settings: Settings, redis: aioredis.Redis, outbox: Outbox,
         reset_s=settings.circuit_reset_s,
         on_transition=_circuit_alerts(outbox, settings.circuit_reset_s),
     )
+    position = GroupPosition(redis, settings.app_id,
+                             holder or f"{socket.gethostname()}-{os.getpid()}",
+                             retry_max_s=settings.sink_retry_max_s)
+    recent = RecentlyLogged(registry.has_handlers)
+    handler_group = HandlerGroup(position, registry, dispatcher, settings.consumed_types,
+                                 before_ack=outbox.send_queued, recent=recent)
     policies = pipeline_policies(settings)
     lane_of = lanes(settings)
     controller = LaneController(settings.lane_max_pause_s)
@@ -91,13 +106,13 @@ def build_engine(settings: Settings, redis: aioredis.Redis, outbox: Outbox,
             policies[type_name],
             log_sink,
             outbox,
-            dispatcher,
             overload=OverloadDetector(settings.overload_high_lag, settings.overload_low_lag),
             now_s=now_s,
             metrics=TypeMetrics.for_type(type_name),
             slice_break=None if critical else controller.slice_break,
+            recent=recent,
         )
-    return Engine(registry, dispatcher, outbox, pipelines, log_sinks,
+    return Engine(registry, dispatcher, handler_group, outbox, pipelines, log_sinks,
                   lane_of, controller, MemoryGuard(settings.memory_limit_mb * 1024 * 1024))
 
 
@@ -109,7 +124,8 @@ def _circuit_alerts(outbox: Outbox, reset_s: float
         CIRCUIT_OPEN.labels(subscription.name).set(1 if new is CircuitState.OPEN else 0)
         if new is CircuitState.OPEN:
             log.warning("handler %s circuit open", subscription.name)
-            # The dispatcher calls this synchronously: the event goes with the next commit.
+            # The dispatcher calls this synchronously: the handler group sends it
+            # (and waits for Kafka) before it acknowledges the batch.
             outbox.queue_system(SystemEvent(
                 kind="circuit_open", severity=Severity.ERROR, symbol=subscription.name,
                 message=f"handler {subscription.name} failed repeatedly; its circuit is open",

@@ -9,6 +9,7 @@ with its next commit.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
@@ -16,7 +17,7 @@ from silvertine_streams.events import SystemEvent
 from silvertine_streams.sinks.dead_letters import DeadLetter
 
 SendSystem = Callable[[SystemEvent], Awaitable[None]]
-"""Sends one ``system`` event (to Kafka ``silvertine.system``)."""
+"""Sends one ``system`` event (to Kafka ``silvertine.system``); returns once Kafka has it."""
 CopyDeadLetters = Callable[[Sequence[DeadLetter]], Awaitable[None]]
 """Copies dead letters to Kafka ``silvertine.dlq``."""
 
@@ -43,6 +44,7 @@ class Outbox:
         self._send_system = send_system
         self._copy_dead_letters = copy_dead_letters
         self._queued: list[SystemEvent] = []
+        self._sending: asyncio.Lock | None = None
 
     async def dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         """Write ``letters`` to ``dlq`` (durable on return), then copy them to Kafka."""
@@ -50,7 +52,7 @@ class Outbox:
         await self._copy_dead_letters(letters)
 
     async def system(self, event: SystemEvent) -> None:
-        """Send one system event now."""
+        """Send one system event now; return once Kafka confirmed it."""
         await self._send_system(event)
 
     def queue_system(self, event: SystemEvent) -> None:
@@ -58,12 +60,18 @@ class Outbox:
         self._queued.append(event)
 
     async def send_queued(self) -> None:
-        """Send the queued system events, oldest first; one whose send fails stays queued."""
-        while self._queued:
-            # Taken off before the await, so concurrent callers never send one event twice.
-            event = self._queued.pop(0)
-            try:
-                await self._send_system(event)
-            except BaseException:
-                self._queued.insert(0, event)
-                raise
+        """Send the queued system events, oldest first; one whose send fails stays queued.
+
+        Returns only when every event queued before the call was confirmed,
+        also when another caller is sending it (callers take turns).
+        """
+        if self._sending is None:
+            self._sending = asyncio.Lock()
+        async with self._sending:
+            while self._queued:
+                event = self._queued.pop(0)
+                try:
+                    await self._send_system(event)
+                except BaseException:
+                    self._queued.insert(0, event)
+                    raise

@@ -1,19 +1,24 @@
 """What a worker does with a batch of Kafka messages: the event pipeline of DESIGN §1.
 
 decode + validate → dead letters → (overload shedding) → reorder window and
-sequence check → idempotent canonical log → handlers.
+sequence check → idempotent canonical log (→ handlers, which follow the log:
+:mod:`~silvertine_streams.handlers.group`).
 
 The unit of work is a batch: whatever messages of one event type were fetched
 together (one message when little is waiting; see
 :mod:`~silvertine_streams.agents.batch_loop`). Per-event work is plain Python
 over the whole batch; I/O happens once per batch (one Lua call for the log,
-one pipelined XADD for dead letters), and handlers see only events the log
-accepted as new, after they are durable.
+one pipelined XADD for dead letters). Handlers are not run here: the app's
+handler group reads what the log accepted, from a durable position, so a crash
+after the log write can no longer keep an event from them.
 
 Acknowledgement: a message is acknowledged (its offset may be committed) only
 when every one of its events has left the reorder window and been logged,
-dead-lettered or counted as shed; an event held for a missing sequence keeps
-its message unacknowledged, so a crash redelivers it. Sequence marks that
+dead-lettered or counted as shed, and the gap reports its events caused were
+confirmed by Kafka; an event held for a missing sequence keeps its message
+unacknowledged, so a crash redelivers it. A gap report's event id and
+timestamp derive from the gap itself, so one that a redelivery reports again
+is the same event, which the ``system`` log keeps once. Sequence marks that
 moved are recorded as durable (:meth:`EventPipeline.dirty_marks`) before the
 acknowledgements, so the sequence table, written before each offset commit,
 never lags a committed offset. Nothing here raises on a Redis outage: the
@@ -48,7 +53,8 @@ from silvertine_streams.events import (
     fill_missing_identity,
 )
 from silvertine_streams.events.codec import MAX_EVENT_BYTES, MAX_MESSAGE_BYTES
-from silvertine_streams.handlers import HandlerDispatcher
+from silvertine_streams.handlers.effects import derived_id
+from silvertine_streams.handlers.recent import RecentlyLogged
 from silvertine_streams.observability.metrics import TypeMetrics
 from silvertine_streams.sinks.canonical_log import CanonicalLogSink, LogRecord, WriteStatus
 from silvertine_streams.sinks.dead_letters import DeadLetter
@@ -138,7 +144,8 @@ class _Commit:
 
     releases: list[tuple[Pending, Verdict | None]]
     records: list[LogRecord]
-    logged_items: list[Pending]
+    events: list[Event]
+    """The events of ``records``, in the same order."""
     letters: list[DeadLetter]
     gap_reports: list[SystemEvent]
     outcome: MessageOutcome
@@ -149,7 +156,7 @@ class _Commit:
     stage_times: tuple[int, float | None, float] | None = None
     """(first event's ts_ns, Kafka timestamp s, agent start s) for the stage metrics."""
     on_done: Callable[[], object] | None = None
-    """Called last, once everything of the batch is durable and its handlers ran."""
+    """Called last, once everything of the batch is durable and acknowledged."""
 
 
 @dataclass(slots=True)
@@ -189,8 +196,8 @@ class PipelinePolicy:
     """Decode the next batch while this one's log write is in flight (bulk lanes).
 
     At most one write is in flight and the next is sent only after it succeeded,
-    so the log order and the sinks' retries are unchanged; acknowledgements and
-    handlers still follow durability. Critical lanes await their own write: an
+    so the log order and the sinks' retries are unchanged; acknowledgements
+    still follow durability. Critical lanes await their own write: an
     order is small, and its latency is the write's."""
 
 
@@ -202,13 +209,14 @@ class EventPipeline:
         policy: reorder window, overload policy and timestamp bounds.
         log_sink: the idempotent canonical-log sink of this type.
         outbox: where dead letters and system events (gap reports) go.
-        dispatcher: subscribed handlers, or None.
         overload: the lag detector that switches shedding on and off.
         now_s: corrected wall-clock seconds (the clock-sync service's).
         metrics: this type's metrics (default: the process-wide ones).
         slice_break: awaited every ``SLICE_EVENTS`` events of a batch, so
             other lanes (the critical one) get the event loop inside a long
             batch; None = run a batch's events in one stretch.
+        recent: where events just logged are left for this worker's handler
+            group (so it need not decode them again), when it runs here.
     """
 
     def __init__(
@@ -217,19 +225,18 @@ class EventPipeline:
         policy: PipelinePolicy,
         log_sink: CanonicalLogSink,
         outbox: Outbox,
-        dispatcher: HandlerDispatcher | None = None,
         *,
         overload: OverloadDetector | None = None,
         now_s: Callable[[], float] = time.time,
         metrics: TypeMetrics | None = None,
         slice_break: Callable[[], Awaitable[None]] | None = None,
+        recent: RecentlyLogged | None = None,
     ) -> None:
         self.event_type = event_type
         self.policy = policy
         self.lock = asyncio.Lock()  # the batch loop and the expiry timer take turns
         self._log_sink = log_sink
         self._outbox = outbox
-        self._dispatcher = dispatcher
         self._overload = overload or OverloadDetector(high_lag=1 << 62, low_lag=0)
         self._now_s = now_s
         self._topic = event_topic(event_type.value)
@@ -237,6 +244,7 @@ class EventPipeline:
         self._metrics = metrics or TypeMetrics.for_type(event_type.value)
         self._in_flight: asyncio.Future[None] | None = None  # the overlapped write, if any
         self._slice_break = slice_break
+        self._recent = recent
 
     # --- partition state -------------------------------------------------
 
@@ -317,15 +325,15 @@ class EventPipeline:
         """Run a batch of Kafka messages (single events or envelopes) through the pipeline.
 
         The batch is made durable with one dead-letter write and one log write
-        (the sink splits very large ones), then every message whose events are
-        all durable is acknowledged, then handlers run.
+        (the sink splits very large ones), its gap reports are sent, then every
+        message whose events are all durable is acknowledged.
 
         Args:
             messages: the batch, each partition's messages in offset order.
             lag: messages that were behind the batch's first message when it
                 started (its partitions' worst): overload detection.
-            on_done: called once the batch is durable, acknowledged and
-                handled (later than the return when writes overlap).
+            on_done: called once the batch is durable and acknowledged
+                (later than the return when writes overlap).
         """
         started_s = time.time()
         outcome = MessageOutcome()
@@ -475,7 +483,7 @@ class EventPipeline:
     ) -> _Commit:
         """Sort what left the reorder window into log records, dead letters and gap reports."""
         records: list[LogRecord] = []
-        logged_items: list[Pending] = []
+        events: list[Event] = []
         gap_reports: list[SystemEvent] = []
         for item, verdict in releases:
             if verdict is not None:
@@ -500,8 +508,8 @@ class EventPipeline:
             records.append(LogRecord(item.event.event_id, item.fingerprint,
                                      encode_event(item.event), item.origin,
                                      business_key(item.event)))
-            logged_items.append(item)
-        return _Commit(releases, records, logged_items, letters, gap_reports, outcome)
+            events.append(item.event)
+        return _Commit(releases, records, events, letters, gap_reports, outcome)
 
     async def _submit(self, commit: _Commit, overlap: bool) -> None:
         """Make ``commit`` durable after the write before it: now, or overlapped."""
@@ -512,11 +520,11 @@ class EventPipeline:
             await self._commit(commit)
 
     async def _commit(self, commit: _Commit) -> None:
-        """Log and dead-letter a commit's events, then acknowledge and run handlers."""
+        """Log and dead-letter a commit's events, send its gap reports, then acknowledge."""
         outcome = commit.outcome
         if commit.letters:
             await self._dead_letter(commit.letters, outcome)
-        new_events: list[Event] = []
+        logged = 0
         records = commit.records
         if records:
             started = time.perf_counter()
@@ -524,9 +532,14 @@ class EventPipeline:
             self._metrics.sink_latency.observe(time.perf_counter() - started)
             self._metrics.sink_batch_size.observe(len(records))
             conflicts: list[DeadLetter] = []
-            for record, item, status in zip(records, commit.logged_items, statuses, strict=True):
+            recent = self._recent
+            kept: list[tuple[str, Event]] | None = (
+                [] if recent is not None and recent.wants(self.event_type.value) else None)
+            for record, status, event in zip(records, statuses, commit.events, strict=True):
                 if status is WriteStatus.WRITTEN:
-                    new_events.append(item.event)
+                    logged += 1
+                    if kept is not None:
+                        kept.append((record.origin, event))
                 elif status is WriteStatus.DUPLICATE:
                     outcome.duplicates += 1
                 elif status is WriteStatus.BUSINESS_DUPLICATE:
@@ -545,10 +558,16 @@ class EventPipeline:
                         "with different content (first write wins)",
                         record.origin,
                     ))
+            if kept and recent is not None:
+                recent.put(kept)
             if conflicts:
                 await self._dead_letter(conflicts, outcome)
-        outcome.logged += len(new_events)
-        self._metrics.events_logged.inc(len(new_events))
+        outcome.logged += logged
+        # Alerts before acknowledgements: a crash from here on redelivers the
+        # batch, which reports the same gaps as the same events (logged once).
+        for report in commit.gap_reports:
+            await self._outbox.system(report)
+        self._metrics.events_logged.inc(logged)
         self._metrics.dedupe_hits.inc(outcome.duplicates)
         self._metrics.sequence_gaps.inc(outcome.gaps)
         self._metrics.sequence_stale.inc(outcome.stale)
@@ -566,12 +585,6 @@ class EventPipeline:
             token.seal()
         if commit.stage_times is not None:
             self._metrics.observe_stages(*commit.stage_times, time.time())
-        for report in commit.gap_reports:
-            await self._outbox.system(report)
-        if new_events and self._dispatcher is not None:
-            self._metrics.record_dispatch(
-                await self._dispatcher.dispatch(new_events, self.event_type))
-        await self._outbox.send_queued()
         if commit.on_done is not None:
             commit.on_done()
 
@@ -583,12 +596,21 @@ class EventPipeline:
 
 def _gap_report(event: Event, stream: str, expected: int, got: int,
                 critical: bool) -> SystemEvent:
+    """The ``sequence_gap`` system event of one gap, the same whenever it is reported.
+
+    Its id derives from the event that revealed the gap (whose id a redelivery
+    keeps), the stream and the two sequences, and its timestamp is that
+    event's: a redelivery that reports the gap again sends an identical event,
+    which the log keeps once.
+    """
+    event_type = event.event_type.value
     return SystemEvent(
+        event_id=derived_id(event.event_id, "sequence_gap", event_type, stream, expected, got),
+        timestamp=event.timestamp,
         kind="sequence_gap",
         severity=Severity.CRITICAL if critical else Severity.WARNING,
-        message=f"sequence gap on {event.event_type.value} {stream}: "
-        f"expected {expected}, got {got}",
-        details={"event_type": event.event_type.value, "stream": stream,
+        message=f"sequence gap on {event_type} {stream}: expected {expected}, got {got}",
+        details={"event_type": event_type, "stream": stream,
                  "expected": expected, "got": got, "event_id": event.event_id},
         symbol=event.partition_key,
         source="silvertine.sequencer",

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from silvertine_streams.agents.batch_loop import BatchLoop
 from silvertine_streams.agents.composition import Engine, build_engine
@@ -94,6 +96,7 @@ def register_agents(app: SilvertineApp) -> Engine:
     app.intake = intake
     app.batch_loops = loops
 
+    _register_handler_group(app, engine)
     _register_partition_hooks(app, engine)
     register_sink_retries(engine.log_sinks)
     _register_mirrors(app, redis, dead_letter_sink)
@@ -119,7 +122,10 @@ def _kafka_senders(app: SilvertineApp) -> tuple[
                              value_serializer="raw", partitions=partitions)
 
     async def send_system(event: SystemEvent) -> None:
-        await system_topic.send(key=event.partition_key.encode(), value=encode_event(event))
+        # Faust's send() only queues the message; the future it returns is the broker's ack.
+        delivered = await system_topic.send(key=event.partition_key.encode(),
+                                            value=encode_event(event))
+        await delivered
 
     async def copy_dead_letters(letters: Sequence[DeadLetter]) -> None:
         for letter in letters:
@@ -129,6 +135,31 @@ def _kafka_senders(app: SilvertineApp) -> tuple[
             )
 
     return send_system, copy_dead_letters
+
+
+def _register_handler_group(app: SilvertineApp, engine: Engine) -> None:
+    """Run the app's handler group here while this worker holds it; stop it gracefully.
+
+    On a stop, Faust first stops the consumer (the batch loops finish their
+    batches), then sends ``on_before_shutdown``: the group finishes the batch
+    in hand, acknowledges it and gives its lease up, so nothing logged is
+    handled twice or skipped by the next worker.
+    """
+    group = engine.handler_group
+    stop_timeout_s = max(1.0, app.settings.stop_timeout_s / 2)
+
+    app.task(group.run)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's stub wants signal=
+    async def _stop_handler_group(sender: Any, **kwargs: Any) -> None:
+        await group.stop(stop_timeout_s)
+
+    @app.timer(1.0)
+    async def _handler_lag() -> None:
+        try:
+            await group.update_lag()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            log.debug("handler lag not updated: %s", exc)
 
 
 def _register_partition_hooks(app: SilvertineApp, engine: Engine) -> None:

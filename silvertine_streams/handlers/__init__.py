@@ -1,11 +1,13 @@
 """Handlers: the registry users subscribe on, isolated dispatch by priority, the in-process bus.
 
-Example::
+A worker runs them in the app's handler group, which follows the canonical
+logs from a durable cursor (:mod:`.group`). Example::
 
     from silvertine_streams.handlers import HandlerPriority
 
     def setup(bus):                      # SILVERTINE_HANDLERS=my_risk.handlers:setup
         bus.subscribe(check_risk, ["order"], priority=HandlerPriority.CRITICAL)
+        bus.subscribe(book_fill, ["fill"], name="book", idempotent=True)  # (event, effects)
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from silvertine_streams.handlers.dispatch import (
     HandlerDispatcher,
     HandlerStats,
 )
+from silvertine_streams.handlers.effects import Effects, derived_id
 from silvertine_streams.handlers.registry import (
     Handler,
     HandlerPriority,
@@ -29,6 +32,7 @@ __all__ = [
     "BusMetrics",
     "CircuitTransitionCallback",
     "DispatchReport",
+    "Effects",
     "EventBus",
     "Handler",
     "HandlerDispatcher",
@@ -37,5 +41,6 @@ __all__ = [
     "HandlerSetup",
     "HandlerStats",
     "Subscription",
+    "derived_id",
     "load_handler_setups",
 ]

@@ -19,8 +19,9 @@ from typing import Any
 
 __all__ = ["Handler", "HandlerPriority", "HandlerRegistry", "Subscription"]
 
-Handler = Callable[[Any], Any]
-"""A sync or async callable taking one event; its return value is ignored."""
+Handler = Callable[..., Any]
+"""A sync or async callable taking one event (an idempotent one: the event and its
+``Effects``); its return value is ignored."""
 
 
 class HandlerPriority(enum.IntEnum):
@@ -56,6 +57,9 @@ class Subscription:
         event_types: the event types it receives.
         priority: its group.
         is_async: whether it returns a coroutine (decided once, at subscribe time).
+        idempotent: whether the handler group records each event it completed
+            and skips it on a redelivery; the handler is called as
+            ``handler(event, effects)`` (see :class:`~silvertine_streams.handlers.Effects`).
     """
 
     handler_id: str
@@ -64,6 +68,7 @@ class Subscription:
     event_types: frozenset[str]
     priority: HandlerPriority
     is_async: bool
+    idempotent: bool = False
 
 
 Groups = tuple[tuple[Subscription, ...], ...]
@@ -86,6 +91,7 @@ class HandlerRegistry:
         """Create an empty registry."""
         self._subscriptions: dict[str, Subscription] = {}
         self._groups: dict[str, Groups] = {}
+        self._on_resume: list[Callable[[], Any]] = []
         self.version = 0
 
     def subscribe(
@@ -94,21 +100,30 @@ class HandlerRegistry:
         event_types: str | Iterable[str],
         priority: HandlerPriority = HandlerPriority.NORMAL,
         name: str | None = None,
+        *,
+        idempotent: bool = False,
     ) -> str:
         """Subscribe ``handler`` to ``event_types``.
 
         Args:
-            handler: a sync or async callable taking one event.
+            handler: a sync or async callable taking one event (two with
+                ``idempotent``: the event and its ``Effects``).
             event_types: one event type or several (``EventType`` members or
                 their string values; both look up the same).
             priority: its group; lower runs first.
             name: for metrics and logs; defaults to the handler's qualified name.
+            idempotent: have the handler group record every event this handler
+                completed, atomically with the Redis writes it staged on its
+                ``Effects``, and never call it again with an event it completed
+                (a redelivery after a crash). The record is kept by name, so
+                the name must be unique among idempotent subscriptions and
+                stable across restarts.
 
         Returns:
             The handler id, for :meth:`unsubscribe`.
 
         Raises:
-            ValueError: no event type given.
+            ValueError: no event type given, or an idempotent handler's name is taken.
             TypeError: ``handler`` is not callable.
         """
         if not callable(handler):
@@ -121,6 +136,11 @@ class HandlerRegistry:
         handler_id = uuid.uuid4().hex
         if name is None:
             name = getattr(handler, "__qualname__", None) or type(handler).__qualname__
+        if idempotent and any(s.idempotent and s.name == name
+                              for s in self._subscriptions.values()):
+            raise ValueError(
+                f"an idempotent handler named {name!r} is already subscribed: the group "
+                "records completed events by handler name, so give each its own")
         self._subscriptions[handler_id] = Subscription(
             handler_id=handler_id,
             name=name,
@@ -128,9 +148,31 @@ class HandlerRegistry:
             event_types=types,
             priority=HandlerPriority(priority),
             is_async=_is_async(handler),
+            idempotent=idempotent,
         )
         self._reindex(types)
         return handler_id
+
+    def on_resume(self, callback: Callable[[], Any]) -> None:
+        """Run ``callback`` whenever this worker takes the handler group over.
+
+        A worker runs the handler group only while it holds the group's lease
+        (one worker at a time, so each symbol's events reach handlers in
+        order). Each time it takes the group over (at start, or after another
+        worker died) it calls, and awaits, these callbacks before it hands any
+        event to a handler: the place to reload state kept beside the group's
+        position, such as what idempotent handlers staged on their ``Effects``.
+
+        Args:
+            callback: a sync or async callable without arguments. An exception
+                stops the group from starting (it retries after a pause).
+        """
+        self._on_resume.append(callback)
+
+    @property
+    def resume_callbacks(self) -> tuple[Callable[[], Any], ...]:
+        """The callbacks given to :meth:`on_resume`, in order."""
+        return tuple(self._on_resume)
 
     def unsubscribe(self, handler_id: str) -> bool:
         """Remove a subscription.
@@ -159,6 +201,10 @@ class HandlerRegistry:
     def has_handlers(self, event_type: str) -> bool:
         """Return whether anyone subscribed to ``event_type`` (skip dispatch if not)."""
         return event_type in self._groups
+
+    def event_types(self) -> frozenset[str]:
+        """Return every event type somebody subscribed to."""
+        return frozenset(self._groups)
 
     def get(self, handler_id: str) -> Subscription | None:
         """Return the subscription of ``handler_id``, ``None`` if there is none."""

@@ -117,6 +117,25 @@ CIRCUIT_OPEN = Gauge(
     "silvertine_circuit_open", "1 while a handler's circuit is open", ["handler"],
     registry=REGISTRY,
 )
+HANDLER_ALREADY_DONE = Counter(
+    "silvertine_handler_already_done",
+    "Redelivered events an idempotent handler had completed, so was not given again",
+    ["handler"], registry=REGISTRY,
+)
+HANDLER_LAG = Gauge(
+    "silvertine_handler_lag",
+    "Canonical-log entries a handler group has not finished yet (XLEN - finished)",
+    ["group", "event_type"], registry=REGISTRY,
+)
+HANDLER_EVENTS = Counter(
+    "silvertine_handler_events",
+    "Canonical-log entries a handler group finished in this worker (handled, cursor past them)",
+    ["group", "event_type"], registry=REGISTRY,
+)
+HANDLER_GROUP_HELD = Gauge(
+    "silvertine_handler_group_held", "1 while this worker runs the app's handler group",
+    ["group"], registry=REGISTRY,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +224,8 @@ def record_dispatch(report: DispatchReport) -> None:
             HANDLER_FAILURES.labels(stats.name, "timeout").inc(stats.timeouts)
         if stats.skipped_open:
             HANDLER_SKIPPED.labels(stats.name).inc(stats.skipped_open)
+        if stats.skipped_done:
+            HANDLER_ALREADY_DONE.labels(stats.name).inc(stats.skipped_done)
 
 
 class RetryingSink(Protocol):

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 
 from silvertine_streams.events import MarketDataEvent
 from silvertine_streams.kafka.publisher import Publisher
 from silvertine_streams.settings import Settings
-from tests.handler_fixtures import SEEN_STREAM
+from silvertine_streams.topics import handler_progress
+from tests.handler_fixtures import ONCE_HASH, RECORDED_STREAM, SEEN_STREAM
 from tests.helpers import async_wait_for
 from tests.integration.test_pipeline import orders, ticks, wait_for_log
 from tests.logcheck import assert_log_invariants, read_log
@@ -106,3 +109,49 @@ async def test_sequence_state_survives_a_worker_restart(
     assert "from_data" not in restarted.log_tail(400)
     assert metrics_of(restarted).get(
         ("silvertine_sequence_stale_total", (("event_type", "market_data"),)), 0.0) == 0
+
+
+async def test_a_graceful_stop_hands_every_logged_event_to_handlers_exactly_once(
+    pipeline_settings: Settings, redis_client: Redis, workers: WorkerPool
+) -> None:
+    """SIGTERM the worker while events flow, start another: every logged event was
+    handled, none twice (the stopping worker finished and acknowledged its batch and
+    gave the group up; the next one started where it ended)."""
+    settings = pipeline_settings.model_copy(
+        update={"handlers": ("tests.handler_fixtures:setup_recorders",)})
+    env = {"PYTHONPATH": os.getcwd(), "SILVERTINE_OVERFLOW_POLICIES": "market_data=block"}
+    first = workers.start(settings, **env)
+    market_data = ticks([f"S{i}" for i in range(8)], 600)  # 4,800 ticks
+    order_events = orders(100)
+    async with Publisher(settings) as publisher:
+        for start in range(0, len(market_data), 400):
+            await publisher.publish_many(market_data[start:start + 400])
+            if start == 1200:
+                await async_wait_for(_seen_some(redis_client), timeout=60,
+                                     message="the first worker's handlers to be at work")
+                assert first.stop() == 0, first.log_tail()
+                workers.start(settings, **env)
+        await publisher.publish_many(order_events)
+    logged = await wait_for_log(redis_client, "market_data", len(market_data), workers)
+    await wait_for_log(redis_client, "order", len(order_events), workers)
+
+    async def handled_everything() -> bool:
+        acked = {k.decode(): int(v) for k, v in
+                 (await redis_client.hgetall(handler_progress(settings.app_id))).items()}
+        return acked.get("market_data") == len(market_data) and acked.get("order") == len(
+            order_events)
+
+    await async_wait_for(handled_everything, timeout=90,
+                         message="the handler group to finish both logs")
+    seen = Counter(f[b"event_id"].decode() for _, f in await redis_client.xrange(RECORDED_STREAM))
+    expected = {e["event_id"] for e in logged} | {e.event_id for e in order_events}
+    assert set(seen) == expected
+    assert [k for k, n in seen.items() if n > 1] == [], "handled twice across a graceful stop"
+    once = {k.decode(): int(v) for k, v in (await redis_client.hgetall(ONCE_HASH)).items()}
+    assert once == {e.event_id: 1 for e in order_events}
+
+
+def _seen_some(redis: Redis) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return int(await redis.xlen(RECORDED_STREAM)) > 0
+    return check

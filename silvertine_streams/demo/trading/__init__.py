@@ -11,11 +11,13 @@ glue publishes those::
     venue.on_order(order)                    -> [OrderEvent (SUBMITTED), FillEvent, ...]
                                                 or [OrderEvent (REJECTED)]
     lifecycle.apply(order_or_fill)           -> Transition | Rejection
+    book.apply_order(order) / apply_fill(fill) -> orders as logged, in any interleaving
     positions.on_fill(fill, side)            -> Position
 """
 
 from __future__ import annotations
 
+from silvertine_streams.demo.trading.book import BookedOrder, OrderBook, order_status
 from silvertine_streams.demo.trading.feed import MarketFeed, mid_price
 from silvertine_streams.demo.trading.lifecycle import (
     FILL_STATES,
@@ -46,9 +48,11 @@ __all__ = [
     "FINAL_STATES",
     "LEGAL_STATUS_CHANGES",
     "REASON_CODES",
+    "BookedOrder",
     "RISK_REJECTED",
     "MarketFeed",
     "MovingAverageCrossover",
+    "OrderBook",
     "OrderLifecycle",
     "OrderSnapshot",
     "PortfolioTotals",
@@ -65,5 +69,6 @@ __all__ = [
     "VenueEvent",
     "fill_key",
     "mid_price",
+    "order_status",
     "quantity_tolerance",
 ]

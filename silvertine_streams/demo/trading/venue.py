@@ -18,7 +18,9 @@ order's state. Every event the venue makes has a fresh event id (the log
 dedupes by event id; re-using the order's id would read as a conflict) and
 ``source`` set to the venue.
 
-Randomness comes from one ``random.Random(seed)``; latency is simulated, never
+Randomness comes from one ``random.Random(seed)`` (with ``seed_per_order``,
+re-seeded from the seed and the order id for each order, so an order answered
+again — after a crash — gets the same answers); latency is simulated, never
 slept: ``metadata["latency_ms"]`` on each event is the time since the order
 reached the venue, increasing along the order's events.
 """
@@ -102,6 +104,8 @@ class SimulatedVenue:
         "_improvement",
         "_quotes",
         "_seen",
+        "_seed",
+        "_seed_per_order",
     )
 
     def __init__(
@@ -116,6 +120,7 @@ class SimulatedVenue:
         improvement_ticks: tuple[int, int] = (0, 1),
         cancel_probability: float = 0.0,
         source: str = "demo-venue",
+        seed_per_order: bool = False,
     ) -> None:
         """Set up the venue.
 
@@ -142,6 +147,8 @@ class SimulatedVenue:
         self.orders = 0
         self.rejected = 0
         self._rng = random.Random(seed)
+        self._seed = seed
+        self._seed_per_order = seed_per_order
         self._fill_ratio = fill_ratio
         self._commission = commission_per_share
         self._reject_p = reject_probability
@@ -166,6 +173,8 @@ class SimulatedVenue:
         self._remember(order.order_id)
         self.orders += 1
         rng = self._rng
+        if self._seed_per_order:
+            rng.seed(f"{self._seed}:{order.order_id}")
         latency = rng.uniform(*self._latency)
         if rng.random() < self._reject_p:
             return [

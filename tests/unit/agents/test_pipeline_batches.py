@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from functools import partial
 
 from silvertine_streams.agents.outbox import Outbox
 from silvertine_streams.agents.pipeline import (
@@ -18,7 +19,12 @@ from silvertine_streams.agents.pipeline import (
 )
 from silvertine_streams.domain.flow import OverloadDetector
 from silvertine_streams.domain.reorder import ReorderPolicy
-from silvertine_streams.events import EventType, MarketDataEvent, encode_event
+from silvertine_streams.events import (
+    EventType,
+    MarketDataEvent,
+    content_fingerprint,
+    encode_event,
+)
 from silvertine_streams.sinks.canonical_log import LogRecord, WriteStatus
 from silvertine_streams.sinks.dead_letters import DeadLetter
 
@@ -178,3 +184,33 @@ async def test_under_overload_conflation_applies_to_the_whole_batch_and_is_count
     assert outcome.shed == 2 and outcome.logged == 2
     assert len(batch.acked) == 4  # shed events are accounted for: their messages are done
     assert p.dirty_marks() == [(0, {"feed/AAPL": 3, "feed/MSFT": 1})]
+
+
+async def test_a_gap_report_is_sent_before_the_ack_and_is_the_same_event_when_redelivered(
+) -> None:
+    """A crash between the report and the commit redelivers the batch: the report again
+    must be an identical event (same id, same content), which the system log keeps once."""
+    events = [tick("AAPL", n) for n in (1, 2, 5)]
+    reports: list[list[object]] = []
+    for _ in range(2):  # the first worker, then the one the batch is redelivered to
+        order: list[object] = []
+
+        async def send(report: object, order: list[object] = order) -> None:
+            order.append(report)
+
+        policy = PipelinePolicy(ReorderPolicy("best_effort", 100, 0.0))
+        p = EventPipeline(EventType.MARKET_DATA, policy, RecordingLog(),  # type: ignore[arg-type]
+                          Outbox(RecordingDeadLetters(), send, _nothing))
+        state = p.partition(0, dict)
+        batch = [Incoming(encode_event(e), state, 0, i, partial(order.append, ("ack", i)))
+                 for i, e in enumerate(events)]
+        outcome = await p.process_batch(batch)
+        assert outcome.gaps == 1
+        assert order[-3:] == [("ack", 0), ("ack", 1), ("ack", 2)]
+        reports.append([r for r in order if not isinstance(r, tuple)])
+    (first,), (again,) = reports
+    # What the canonical log compares: the id, and the content (ts_ns and sequence aside).
+    assert first.event_id == again.event_id  # type: ignore[attr-defined]
+    assert content_fingerprint(first) == content_fingerprint(again)  # type: ignore[arg-type]
+    assert first.details["expected"] == 3 and first.details["got"] == 5  # type: ignore[attr-defined]
+    assert first.timestamp == events[2].timestamp  # type: ignore[attr-defined]

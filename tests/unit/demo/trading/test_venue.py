@@ -170,3 +170,15 @@ def test_arguments_are_checked() -> None:
         SimulatedVenue(seed=1, reject_probability=1.5)
     with pytest.raises(ValueError, match="latency_ms"):
         SimulatedVenue(seed=1, latency_ms=(5.0, 1.0))
+
+
+def test_seeded_per_order_a_venue_answers_an_order_the_same_way_every_time() -> None:
+    """After a crash the desk's new venue answers the order again: same quantities and prices."""
+    first = SimulatedVenue(seed=3, seed_per_order=True, reject_probability=0.2)
+    for n in range(50):
+        first.on_order(_order(n))  # the first venue saw other orders before
+    again = SimulatedVenue(seed=3, seed_per_order=True, reject_probability=0.2)
+    assert _shape(first.on_order(_order(99))) == _shape(again.on_order(_order(99)))
+    plain_a, plain_b = SimulatedVenue(seed=3), SimulatedVenue(seed=3)
+    plain_a.on_order(_order(1))
+    assert _shape(plain_a.on_order(_order(99))) != _shape(plain_b.on_order(_order(99)))
