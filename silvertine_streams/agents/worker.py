@@ -142,8 +142,9 @@ def _register_handler_group(app: SilvertineApp, engine: Engine) -> None:
 
     On a stop, Faust first stops the consumer (the batch loops finish their
     batches), then sends ``on_before_shutdown``: the group finishes the batch
-    in hand, acknowledges it and gives its lease up, so nothing logged is
-    handled twice or skipped by the next worker.
+    in hand and the rest of the logs up to their end at that moment, moves its
+    cursors past them and gives its lease up, so nothing logged is handled
+    twice or left behind for the next worker.
     """
     group = engine.handler_group
     stop_timeout_s = max(1.0, app.settings.stop_timeout_s / 2)

@@ -196,6 +196,12 @@ class GroupPosition:
                               else reply[0][1])
         return _batch(event_type, entries, recent)
 
+    async def last_id(self, event_type: str) -> str:
+        """Return the id of the newest entry of ``log:<type>`` (the start when it is empty)."""
+        newest = await self._redis.xrevrange(log_stream(event_type), count=1)
+        entry_id = newest[0][0] if newest else None
+        return START if entry_id is None else _text(entry_id)
+
     # --- moving on ----------------------------------------------------------------
 
     async def advance(self, event_type: str, batch: Batch, cleared: Sequence[str] = ()) -> None:
