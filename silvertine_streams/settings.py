@@ -355,7 +355,10 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(
         default=10.0, gt=0, le=600, description="consumer group session timeout"
     )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="debug, info, warning or error (debug also shows "
+        "tracebacks with start-up errors)",
+    )
     allow_unsafe_redis: bool = Field(
         default=False,
         description="start even when Redis runs without AOF, with an eviction policy, or in "
