@@ -779,7 +779,8 @@ def check_variable_names(environ: Mapping[str, str]) -> None:
             continue
         # Compared without the prefix they all share, which would make anything look close.
         closest = difflib.get_close_matches(name.removeprefix(ENV_PREFIX),
-                                            [k.removeprefix(ENV_PREFIX) for k in known],
+                                            [k.removeprefix(ENV_PREFIX)
+                                             for k in (*known, CONFIG_VARIABLE)],
                                             n=1, cutoff=0.6)
         raise UnknownSetting(variable, f"{ENV_PREFIX}{closest[0]}" if closest else None)
 

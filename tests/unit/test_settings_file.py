@@ -14,7 +14,12 @@ import yaml
 from pydantic import SecretStr
 
 from silvertine_streams.configfile.keys import FILE_KEYS
-from silvertine_streams.errors import ConfigError, ConfigFileError, UnknownConfigKey
+from silvertine_streams.errors import (
+    ConfigError,
+    ConfigFileError,
+    UnknownConfigKey,
+    UnknownSetting,
+)
 from silvertine_streams.settings import (
     check_variable_names,
     load_settings,
@@ -87,6 +92,13 @@ def test_the_file_is_named_by_silvertine_config(tmp_path: Path,
     other = tmp_path / "other.yaml"
     other.write_text("worker:\n  app_id: from-the-option\n")
     assert load_settings(other).app_id == "from-the-option"  # an explicit path wins
+
+
+def test_a_misspelt_config_variable_is_refused_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SILVERTINE_CONFG", "config/event_engine.yaml")
+    with pytest.raises(UnknownSetting) as caught:
+        load_settings()
+    assert caught.value.closest == "SILVERTINE_CONFIG"
 
 
 def test_an_unknown_key_stops_loading(tmp_path: Path) -> None:
