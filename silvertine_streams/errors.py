@@ -247,3 +247,24 @@ class LeaseLost(SilvertineError):
         self.lease = lease
         self.holder = holder
         super().__init__(f"{holder} no longer holds {lease}; another worker took over")
+
+
+class ReplicationTimeout(SilvertineError):
+    """Fewer Redis replicas acknowledged a write than ``SILVERTINE_REDIS_WAIT_REPLICAS`` asks.
+
+    The write is on the primary but not known to be on the replicas, so the
+    sink treats it as not landed yet: it retries (backpressure) and the Kafka
+    offsets behind it are not acknowledged.
+
+    Attributes:
+        sink: which sink, e.g. ``"log:order"``.
+        acknowledged: replicas that acknowledged within the timeout.
+        wanted: replicas asked for.
+    """
+
+    def __init__(self, sink: str, acknowledged: int, wanted: int) -> None:
+        self.sink = sink
+        self.acknowledged = acknowledged
+        self.wanted = wanted
+        super().__init__(f"{sink}: {acknowledged} of {wanted} Redis replicas acknowledged "
+                         "the write in time")

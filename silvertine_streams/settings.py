@@ -47,6 +47,7 @@ from pydantic_settings import (
 
 from silvertine_streams.configfile import FIELD_KEYS, ConfigFileSource
 from silvertine_streams.domain.flow import CRITICAL_TYPES
+from silvertine_streams.domain.retention import format_duration, parse_duration
 from silvertine_streams.errors import ConfigError, ConfigFileError, UnknownSetting
 from silvertine_streams.events import EventPriority
 from silvertine_streams.observability.ntp import parse_server
@@ -92,6 +93,7 @@ OverflowPolicy = Literal["block", "conflate", "drop_oldest", "drop_newest"]
 SequencePolicy = Literal["strict", "best_effort"]
 
 _V = TypeVar("_V")
+_N = TypeVar("_N", int, float)
 _HANDLER = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
 
@@ -237,6 +239,74 @@ def parse_event_types(value: object) -> tuple[str, ...]:
     return tuple(entries)
 
 
+# --- retention, bounds and replication (issue #14) -----------------------------------
+
+
+def _type_numbers(value: object, what: str, parse: Callable[[str], _N]) -> dict[str, _N]:
+    """Parse ``type=<number>,...`` (or a mapping of type to number) with ``parse``.
+
+    Raises:
+        ValueError: ``what``, and the entry at fault.
+    """
+    if isinstance(value, Mapping):
+        pairs = [(str(key), str(number)) for key, number in value.items()]
+    else:
+        pairs = []
+        for entry in _entries(value, what):
+            key, sep, number = entry.partition("=")
+            if not sep:
+                raise ValueError(f"{what}, not {entry!r}")
+            pairs.append((key.strip(), number.strip()))
+    parsed: dict[str, _N] = {}
+    for key, number in pairs:
+        if key not in _EVENT_TYPES:
+            raise ValueError(f"{what}, not {key!r}: no such event type")
+        if key in parsed:
+            raise ValueError(f"{what}, not {key!r} twice")
+        try:
+            parsed[key] = parse(number)
+        except ValueError as exc:
+            raise ValueError(f"{what}, not {key}={number} ({exc})") from None
+    return parsed
+
+
+def _positive_int(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise ValueError("at least 1")
+    return number
+
+
+def parse_log_retention(value: object) -> dict[str, float]:
+    """Parse ``SILVERTINE_LOG_RETENTION`` (``market_data=1h,order=30d``) into seconds per type.
+
+    Raises:
+        ValueError: saying what the setting accepts.
+    """
+    what = (f"comma-separated type=age (type: {_TYPES_TEXT}; age: a number with s, m, h, "
+            "d or w, e.g. market_data=1h,order=30d)")
+    return _type_numbers(value, what, lambda text: parse_duration(str(text)))
+
+
+def parse_log_max_entries(value: object) -> dict[str, int]:
+    """Parse ``SILVERTINE_LOG_MAX_ENTRIES`` (``market_data=5000000``) into entries per type.
+
+    Raises:
+        ValueError: saying what the setting accepts.
+    """
+    what = (f"comma-separated type=entries (type: {_TYPES_TEXT}; entries: an integer "
+            ">= 1, e.g. market_data=5000000)")
+    return _type_numbers(value, what, _positive_int)
+
+
+def _retention_text(mapping: Mapping[str, float]) -> str:
+    return ",".join(f"{key}={format_duration(seconds)}" for key, seconds in mapping.items())
+
+
+def _numbers_text(mapping: Mapping[str, int]) -> str:
+    return ",".join(f"{key}={number}" for key, number in mapping.items())
+
+
 _COMMA_SETTINGS: Final[dict[str, tuple[Callable[[object], Any], Callable[[Any], str]]]] = {
     "sequence_policies": (parse_sequence_policies, _map_text),
     "lanes": (parse_lanes, _map_text),
@@ -244,6 +314,8 @@ _COMMA_SETTINGS: Final[dict[str, tuple[Callable[[object], Any], Callable[[Any], 
     "handlers": (parse_handlers, ",".join),
     "clock_servers": (parse_clock_servers, ",".join),
     "event_types": (parse_event_types, ",".join),
+    "log_retention": (parse_log_retention, _retention_text),
+    "log_max_entries": (parse_log_max_entries, _numbers_text),
 }
 """Settings written as comma-separated text: how each is read, and written back."""
 
@@ -516,6 +588,36 @@ class Settings(BaseSettings):
     timestamp_floor: datetime = Field(
         default=datetime(2000, 1, 1, tzinfo=UTC),
         description="event timestamps before this go to the DLQ (ISO-8601 with timezone)",
+    )
+
+    # --- retention, bounds and replication (issue #14) ----------------------------
+    log_retention: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=dict,
+        description="per-type age after which canonical-log entries are trimmed, e.g. "
+        "market_data=1h,order=30d (empty: keep forever); never past a handler group's cursor",
+    )
+    log_max_entries: Annotated[dict[str, int], NoDecode] = Field(
+        default_factory=dict,
+        description="per-type length beyond which the oldest canonical-log entries are "
+        "trimmed, e.g. market_data=5000000 (empty: no bound); never past a handler group's cursor",
+    )
+    retention_interval_s: float = Field(
+        default=10.0, gt=0, le=3600,
+        description="seconds between retention rounds (log trims, DLQ index sweep, dedupe gauges)",
+    )
+    dlq_max_len: int = Field(
+        default=1_000_000, ge=0,
+        description="entries the Redis dlq stream keeps, about (oldest removed first, counted "
+        "in silvertine_dlq_trimmed_total; 0 = no bound)",
+    )
+    redis_wait_replicas: int = Field(
+        default=0, ge=0, le=64,
+        description="Redis replicas that must acknowledge each log and DLQ write (WAIT) before "
+        "it counts as done and the Kafka offsets behind it move (0 = do not wait)",
+    )
+    redis_wait_timeout_ms: int = Field(
+        default=1000, ge=1, le=60_000,
+        description="how long one WAIT for replicas lasts before the write is retried",
     )
 
     @classmethod

@@ -220,6 +220,7 @@ class HandlerGroup:
         assert self._stopping is not None
         stopping = self._stopping
         position = self.position
+        await position.follow(event_type)  # before reading: retention keeps what lies after
         after = await position.cursor(event_type)
         completions = await position.completions(event_type)
         while not stopping.is_set():

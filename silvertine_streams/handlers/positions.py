@@ -48,6 +48,7 @@ from silvertine_streams.topics import (
     handler_group,
     handler_lease,
     handler_progress,
+    log_followers,
     log_stream,
 )
 
@@ -169,6 +170,14 @@ class GroupPosition:
         await self._release(keys=[self.lease], args=[self.holder])
 
     # --- reading ----------------------------------------------------------------
+
+    async def follow(self, event_type: str) -> None:
+        """Register the group as a reader of ``log:<type>``, so retention never trims past it.
+
+        Adds the app id to ``handlers:followers:<type>``; the group stays a reader
+        until an operator removes it (``SREM``), however long it is stopped.
+        """
+        await self._redis.sadd(log_followers(event_type), self.app_id)
 
     async def cursor(self, event_type: str) -> str:
         """Return the id of the last entry of ``log:<type>`` the group finished."""
