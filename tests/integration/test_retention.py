@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import socket
+import os
 import subprocess
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from silvertine_streams.embedded.servers import redis_server_binary
 from silvertine_streams.errors import ReplicationTimeout
+from silvertine_streams.kafka.publisher import Publisher
 from silvertine_streams.observability.metrics import (
     DEDUPE_INDEX_BYTES,
     DEDUPE_INDEX_ENTRIES,
     DLQ_TRIMMED,
     LOG_TRIMMED,
 )
+from silvertine_streams.settings import Settings
 from silvertine_streams.sinks.canonical_log import CanonicalLogSink, LogRecord, WriteStatus
 from silvertine_streams.sinks.dead_letters import DeadLetter, DeadLetterSink
 from silvertine_streams.sinks.replication import ReplicaWait
@@ -33,6 +36,11 @@ from silvertine_streams.topics import (
     log_followers,
     log_stream,
 )
+from tests.handler_fixtures import SEEN_STREAM
+from tests.helpers import async_wait_for
+from tests.integration.test_pipeline import ticks
+from tests.pipeline_support import WorkerPool, metrics_of
+from tests.workers import free_port
 
 LOG = log_stream("market_data")
 
@@ -161,17 +169,50 @@ async def test_dedupe_index_gauges(redis_client: Redis) -> None:
     assert DEDUPE_INDEX_BYTES.labels("market_data")._value.get() > 250 * len("id-100|f")
 
 
+# --- in a real worker -----------------------------------------------------------------
+
+
+async def test_a_worker_trims_its_log_to_the_bound_but_never_ahead_of_its_handlers(
+    pipeline_settings: Settings, redis_client: Redis, workers: WorkerPool
+) -> None:
+    # A slow handler (~1 ms an event) and a bound far below the volume, checked
+    # every 0.1 s: retention would overtake the handlers if cursors did not hold it.
+    bound = 100
+    settings = pipeline_settings.model_copy(update={
+        "handlers": ("tests.handler_fixtures:record_market_data",),
+        "log_max_entries": {"market_data": bound},
+        "retention_interval_s": 0.1,
+    })
+    worker = workers.start(settings, PYTHONPATH=os.getcwd())
+    events = ticks(["AAPL", "MSFT", "NVDA", "AMZN"], 300)
+    async with Publisher(settings) as publisher:
+        await publisher.publish_many(events)
+
+    async def handled_all() -> bool:
+        return int(await redis_client.xlen(SEEN_STREAM)) >= len(events)
+
+    await async_wait_for(handled_all, timeout=120, interval=0.1,
+                         message="the handler to see every event")
+    seen = [fields[b"event_id"].decode() for _, fields in await redis_client.xrange(SEEN_STREAM)]
+    # Every event reached the handler once: nothing was trimmed before it was handled.
+    assert sorted(seen) == sorted(e.event_id for e in events)
+
+    async def trimmed_to_bound() -> bool:
+        return int(await redis_client.xlen(LOG)) <= bound
+
+    await async_wait_for(trimmed_to_bound, timeout=30, interval=0.1,
+                         message=f"the worker's retention to trim {LOG} to {bound} entries")
+    kept = int(await redis_client.xlen(LOG))
+    samples = metrics_of(worker)
+    assert samples[("silvertine_log_trimmed_total", (("event_type", "market_data"),))] == (
+        len(events) - kept)
+
+
 # --- WAIT for replicas -------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _start_redis(tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
+    port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -180,20 +221,11 @@ def _start_redis(tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
-async def _poll(check: object, what: str, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if await check():  # type: ignore[operator]
-                return
-        except OSError:
-            pass
-        except Exception as exc:  # a server still starting answers with an error
-            if "connect" not in str(exc).lower() and "loading" not in str(exc).lower():
-                raise
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s}s: {what}")
-        await asyncio.sleep(0.05)
+async def _poll(check: Callable[[], Awaitable[object]], what: str,
+                timeout_s: float = 10.0) -> None:
+    # A server still starting refuses connections or answers LOADING.
+    await async_wait_for(check, timeout=timeout_s, interval=0.05, message=what,
+                         ignore=(OSError, RedisConnectionError, BusyLoadingError))
 
 
 @pytest.fixture
