@@ -87,6 +87,8 @@ class _Lane:
     pipeline: EventPipeline
     state: PartitionState
     acked: list[str] = field(default_factory=list)
+    in_flight: set[str] = field(default_factory=set)
+    """Entries whose events are in the pipeline (held for a sequence): never offered twice."""
     task: asyncio.Task[None] | None = None
 
 
@@ -233,14 +235,15 @@ class EventProcessor:
         """Read and handle rounds until :meth:`stop`; Redis outages are waited out."""
         manager = self.manager
         name = lane.event_type
-        take_over = True  # first (and after an outage): what was read but never acknowledged
+        # First (and after an outage): what was read but never acknowledged.
+        take_over: str | None = "0-0"
         delay = 0.05
         while not self._stopping.is_set():
             try:
-                if take_over:
-                    entries = await manager.claim_pending(name, self.consumer_name,
-                                                          self.batch_size)
-                    take_over = bool(entries)
+                if take_over is not None:
+                    entries, cursor = await manager.claim_pending(
+                        name, self.consumer_name, self.batch_size, take_over)
+                    take_over = None if cursor == "0-0" else cursor
                 else:
                     entries = await manager.read_entries([name], self.consumer_name,
                                                          self.block_ms, self.batch_size)
@@ -248,7 +251,7 @@ class EventProcessor:
                 delay = 0.05
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 log.warning("processor %s waiting for Redis: %s", name, exc)
-                take_over = True
+                take_over = "0-0"
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
                 delay = min(delay * 2, 2.0)
@@ -260,13 +263,16 @@ class EventProcessor:
             letters: list[DeadLetter] = []
             messages: list[Incoming] = []
             for entry in entries:
+                if entry.message_id in lane.in_flight:
+                    continue  # taken over again while its events wait in the reorder window
                 if entry.payload is None:
                     letters.append(DeadLetter(b"", "invalid: ingress entry has no 'event' field",
                                               entry.origin))
                     lane.acked.append(entry.message_id)
                     continue
+                lane.in_flight.add(entry.message_id)
                 messages.append(Incoming(entry.payload, lane.state, 0, 0,
-                                         partial(lane.acked.append, entry.message_id),
+                                         partial(_acknowledged, lane, entry.message_id),
                                          entry.received_s, entry.origin))
             if letters:
                 assert self._dead_letters is not None
@@ -345,6 +351,12 @@ class EventProcessor:
                 if known is None or sequence > known:
                     marks[key] = sequence
         return marks
+
+
+def _acknowledged(lane: _Lane, message_id: str) -> None:
+    """A message's events are all durable: acknowledge its entry after this round."""
+    lane.in_flight.discard(message_id)
+    lane.acked.append(message_id)
 
 
 async def _no_kafka_copy(letters: Sequence[DeadLetter]) -> None:

@@ -287,19 +287,24 @@ class RedisStreamManager:
         return entries
 
     async def claim_pending(self, event_type: EventType | str, consumer_name: str,
-                            count: int = 100) -> list[IngressEntry]:
+                            count: int = 100, start_id: str = "0-0",
+                            ) -> tuple[list[IngressEntry], str]:
         """Take over up to ``count`` entries any consumer read but never acknowledged.
 
         Like the ingress mirror when it takes a stream over: the entries of a
         reader that crashed are handled first, before new ones.
+
+        Returns:
+            the entries, and the id to continue from (``"0-0"`` when done).
         """
         key = ingress_stream(_type_name(event_type))
         await self.ensure_groups([event_type])
         reply: Any = await self.redis.xautoclaim(key, INGRESS_GROUP, consumer_name,
-                                                 min_idle_time=0, start_id="0-0", count=count)
-        claimed = reply[1]
-        return [IngressEntry(key, _text(entry_id), fields.get(b"event"))
-                for entry_id, fields in claimed if fields is not None]
+                                                 min_idle_time=0, start_id=start_id,
+                                                 count=count)
+        entries = [IngressEntry(key, _text(entry_id), fields.get(b"event"))
+                   for entry_id, fields in reply[1] if fields is not None]
+        return entries, _text(reply[0])
 
     async def consume_events(
         self,

@@ -340,3 +340,54 @@ async def settled_entries(processor: EventProcessor, entries: int) -> None:
 
 async def _running(monitor: EventMonitor) -> bool:
     return monitor.replay_progress is not None
+
+
+def _order(sequence: int) -> OrderEvent:
+    return OrderEvent(order_id=f"o-{sequence}", symbol="AAPL", side=OrderSide.BUY, quantity=1,
+                      source="oms", sequence=sequence)
+
+
+async def test_an_order_out_of_sequence_waits_for_the_missing_one_unacknowledged(
+    stack_settings: Settings, redis_client: Redis
+) -> None:
+    settings = stack_settings.model_copy(update={"reorder_wait_strict_s": 60.0})
+    async with RedisStreamManager(settings=settings) as manager:
+        bus = EventBus()
+        received: list[Event] = []
+        bus.subscribe(received.append, ["order"])
+        async with EventProcessor(manager, bus, event_types=["order"]) as processor:
+            await manager.publish_event(_order(1))
+            await settled(processor, bus, 1)
+            await manager.publish_event(_order(3))
+
+            async def third_is_held() -> bool:
+                summary = await redis_client.xpending(ingress_stream("order"), INGRESS_GROUP)
+                return bool(summary["pending"] == 1)
+
+            await async_wait_for(third_is_held, timeout=20, message="order 3 read and held")
+            assert processor.processed == 1 and len(received) == 1
+            await manager.publish_event(_order(2))
+            await settled(processor, bus, 3)
+    assert [e.sequence for e in received] == [1, 2, 3]
+    assert [e["sequence"] for e in await read_log(redis_client, "order")] == [1, 2, 3]
+    assert await read_log(redis_client, "system") == []
+    assert await redis_client.xlen(ingress_stream("order")) == 0
+
+
+async def test_a_gap_is_reported_into_log_system_and_on_the_bus(
+    stack_settings: Settings, redis_client: Redis
+) -> None:
+    settings = stack_settings.model_copy(update={"reorder_wait_strict_s": 0.2})
+    async with RedisStreamManager(settings=settings) as manager:
+        bus = EventBus()
+        alerts: list[Event] = []
+        bus.subscribe(alerts.append, ["system"])
+        async with EventProcessor(manager, bus, event_types=["order"]) as processor:
+            await manager.publish_event(_order(1))
+            await manager.publish_event(_order(3))
+            await settled(processor, bus, 2)
+    [report] = await read_log(redis_client, "system")
+    assert (report["kind"], report["details"]["expected"], report["details"]["got"]) == (
+        "sequence_gap", 2, 3)
+    assert [a.event_id for a in alerts] == [report["event_id"]]
+    assert [e["sequence"] for e in await read_log(redis_client, "order")] == [1, 3]
