@@ -56,6 +56,47 @@ class UnknownSetting(ConfigError):
         self.args = (f"{setting} is not a setting{hint} (see the README's settings table)",)
 
 
+class ConfigFileError(ConfigError):
+    """A key of the config file has a value we cannot run with.
+
+    Attributes:
+        path: the config file.
+        setting: the key's dotted path in the file, e.g. ``redis.url`` (empty when
+            the whole file is at fault).
+        value: the value as given (a secret's is masked by the caller).
+        expected: what would have been accepted.
+    """
+
+    def __init__(self, path: object, key: str, value: object, expected: str,
+                 problem: str | None = None) -> None:
+        super().__init__(key, value, expected)
+        self.path = str(path)
+        # ``problem`` replaces "key=value is not valid" when there is no value to show.
+        if problem is None:
+            text = f"{key}={value!r} is not valid; accepted: {expected}"
+        else:
+            text = f"{key}: {problem}" if key else problem  # no key: the whole file
+        self.args = (redact(f"{self.path}: {text}"),)
+
+
+class UnknownConfigKey(ConfigFileError):
+    """A key of the config file that is no setting (a typo would otherwise be ignored).
+
+    Attributes:
+        path: the config file.
+        setting: the unknown key's dotted path.
+        closest: the valid key it most resembles, if any.
+    """
+
+    def __init__(self, path: object, key: str, closest: str | None) -> None:
+        # The value is not shown: a misspelt password key may hold a password.
+        super().__init__(path, key, "", "a key of the shipped config/event_engine.yaml")
+        self.closest = closest
+        hint = f"; did you mean {closest}?" if closest else ""
+        self.args = (f"{self.path}: {key} is not a setting{hint} "
+                     "(the shipped config/event_engine.yaml lists every key)",)
+
+
 class ServerUnavailable(SilvertineError):
     """A server we need did not answer.
 
@@ -206,3 +247,24 @@ class LeaseLost(SilvertineError):
         self.lease = lease
         self.holder = holder
         super().__init__(f"{holder} no longer holds {lease}; another worker took over")
+
+
+class ReplicationTimeout(SilvertineError):
+    """Fewer Redis replicas acknowledged a write than ``SILVERTINE_REDIS_WAIT_REPLICAS`` asks.
+
+    The write is on the primary but not known to be on the replicas, so the
+    sink treats it as not landed yet: it retries (backpressure) and the Kafka
+    offsets behind it are not acknowledged.
+
+    Attributes:
+        sink: which sink, e.g. ``"log:order"``.
+        acknowledged: replicas that acknowledged within the timeout.
+        wanted: replicas asked for.
+    """
+
+    def __init__(self, sink: str, acknowledged: int, wanted: int) -> None:
+        self.sink = sink
+        self.acknowledged = acknowledged
+        self.wanted = wanted
+        super().__init__(f"{sink}: {acknowledged} of {wanted} Redis replicas acknowledged "
+                         "the write in time")

@@ -1,9 +1,14 @@
-"""One frozen settings object, read once from ``SILVERTINE_*`` environment variables.
+"""One frozen settings object, read once from ``SILVERTINE_*`` variables and a config file.
 
 No other module reads ``os.environ``: build :class:`Settings` with
 :func:`load_settings` at the edge (CLI, app factory, test fixture) and pass it
 down. A bad value raises :class:`~silvertine_streams.errors.ConfigError` naming
-the variable and what it accepts.
+the variable (or the config file's key and the file) and what it accepts.
+
+The config file (``--config PATH`` or ``SILVERTINE_CONFIG``, shipped as
+``config/event_engine.yaml``) is a pydantic-settings source
+(:mod:`silvertine_streams.configfile`) below the environment: a ``SILVERTINE_*``
+variable wins over the file, which wins over the defaults.
 
 Comma-separated settings (``SILVERTINE_LANES=market_data=low,signal=critical``,
 ``SILVERTINE_HANDLERS=a:b,c:d``, ...) are parsed here into dicts and tuples, so a
@@ -17,7 +22,9 @@ import difflib
 import enum
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, TypeVar, get_args
@@ -31,10 +38,17 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
+from silvertine_streams.configfile import FIELD_KEYS, ConfigFileSource
 from silvertine_streams.domain.flow import CRITICAL_TYPES
-from silvertine_streams.errors import ConfigError, UnknownSetting
+from silvertine_streams.domain.retention import format_duration, parse_duration
+from silvertine_streams.errors import ConfigError, ConfigFileError, UnknownSetting
 from silvertine_streams.events import EventPriority
 from silvertine_streams.observability.ntp import parse_server
 from silvertine_streams.security import MASK, parse_redis_url, read_secret_file, redact_url
@@ -48,6 +62,12 @@ this prefix a stray variable in a user's shell cannot redirect the worker, and
 
 SUPERVISOR_VARIABLES: Final = frozenset({"SILVERTINE_READY_FILE", "SILVERTINE_RESTARTS"})
 """Set by ``silvertine worker``'s supervisor for its child; not user settings."""
+
+CONFIG_VARIABLE: Final = "SILVERTINE_CONFIG"
+"""Names the config file when ``--config`` does not; not a setting itself."""
+
+_CONFIG_SOURCE: ContextVar[ConfigFileSource | None] = ContextVar("_CONFIG_SOURCE", default=None)
+"""The config file :func:`load_settings` is building settings with (none: no file)."""
 
 _KAFKA_URL = re.compile(r"^kafka://[A-Za-z0-9_.\-\[\]:]+:\d{1,5}(;[A-Za-z0-9_.\-\[\]:]+:\d{1,5})*$")
 
@@ -73,6 +93,7 @@ OverflowPolicy = Literal["block", "conflate", "drop_oldest", "drop_newest"]
 SequencePolicy = Literal["strict", "best_effort"]
 
 _V = TypeVar("_V")
+_N = TypeVar("_N", int, float)
 _HANDLER = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
 
@@ -218,6 +239,74 @@ def parse_event_types(value: object) -> tuple[str, ...]:
     return tuple(entries)
 
 
+# --- retention, bounds and replication (issue #14) -----------------------------------
+
+
+def _type_numbers(value: object, what: str, parse: Callable[[str], _N]) -> dict[str, _N]:
+    """Parse ``type=<number>,...`` (or a mapping of type to number) with ``parse``.
+
+    Raises:
+        ValueError: ``what``, and the entry at fault.
+    """
+    if isinstance(value, Mapping):
+        pairs = [(str(key), str(number)) for key, number in value.items()]
+    else:
+        pairs = []
+        for entry in _entries(value, what):
+            key, sep, number = entry.partition("=")
+            if not sep:
+                raise ValueError(f"{what}, not {entry!r}")
+            pairs.append((key.strip(), number.strip()))
+    parsed: dict[str, _N] = {}
+    for key, number in pairs:
+        if key not in _EVENT_TYPES:
+            raise ValueError(f"{what}, not {key!r}: no such event type")
+        if key in parsed:
+            raise ValueError(f"{what}, not {key!r} twice")
+        try:
+            parsed[key] = parse(number)
+        except ValueError as exc:
+            raise ValueError(f"{what}, not {key}={number} ({exc})") from None
+    return parsed
+
+
+def _positive_int(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise ValueError("at least 1")
+    return number
+
+
+def parse_log_retention(value: object) -> dict[str, float]:
+    """Parse ``SILVERTINE_LOG_RETENTION`` (``market_data=1h,order=30d``) into seconds per type.
+
+    Raises:
+        ValueError: saying what the setting accepts.
+    """
+    what = (f"comma-separated type=age (type: {_TYPES_TEXT}; age: a number with s, m, h, "
+            "d or w, e.g. market_data=1h,order=30d)")
+    return _type_numbers(value, what, lambda text: parse_duration(str(text)))
+
+
+def parse_log_max_entries(value: object) -> dict[str, int]:
+    """Parse ``SILVERTINE_LOG_MAX_ENTRIES`` (``market_data=5000000``) into entries per type.
+
+    Raises:
+        ValueError: saying what the setting accepts.
+    """
+    what = (f"comma-separated type=entries (type: {_TYPES_TEXT}; entries: an integer "
+            ">= 1, e.g. market_data=5000000)")
+    return _type_numbers(value, what, _positive_int)
+
+
+def _retention_text(mapping: Mapping[str, float]) -> str:
+    return ",".join(f"{key}={format_duration(seconds)}" for key, seconds in mapping.items())
+
+
+def _numbers_text(mapping: Mapping[str, int]) -> str:
+    return ",".join(f"{key}={number}" for key, number in mapping.items())
+
+
 _COMMA_SETTINGS: Final[dict[str, tuple[Callable[[object], Any], Callable[[Any], str]]]] = {
     "sequence_policies": (parse_sequence_policies, _map_text),
     "lanes": (parse_lanes, _map_text),
@@ -225,6 +314,8 @@ _COMMA_SETTINGS: Final[dict[str, tuple[Callable[[object], Any], Callable[[Any], 
     "handlers": (parse_handlers, ",".join),
     "clock_servers": (parse_clock_servers, ",".join),
     "event_types": (parse_event_types, ",".join),
+    "log_retention": (parse_log_retention, _retention_text),
+    "log_max_entries": (parse_log_max_entries, _numbers_text),
 }
 """Settings written as comma-separated text: how each is read, and written back."""
 
@@ -307,6 +398,16 @@ class Settings(BaseSettings):
     redis_ssl_check_hostname: bool = Field(
         default=True, description="check that the Redis certificate names the host we dial"
     )
+    redis_max_retries: int = Field(
+        default=3, ge=0, le=100, description="retries of a failed Redis command (EventProcessor)"
+    )
+    redis_retry_delay_s: float = Field(
+        default=1.0, ge=0, le=600, description="seconds between those retries"
+    )
+    redis_stream_max_length: int | None = Field(
+        default=None, ge=1, description="approximate MAXLEN of the streams EventProcessor "
+        "writes; unset = untrimmed (the canonical logs are never trimmed)"
+    )
 
     # --- the Faust app -----------------------------------------------------
     app_id: str = Field(default="silvertine", min_length=1, description="consumer group / app id")
@@ -326,7 +427,10 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(
         default=10.0, gt=0, le=600, description="consumer group session timeout"
     )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="debug, info, warning or error (debug also shows "
+        "tracebacks with start-up errors)",
+    )
     allow_unsafe_redis: bool = Field(
         default=False,
         description="start even when Redis runs without AOF, with an eviction policy, or in "
@@ -388,6 +492,28 @@ class Settings(BaseSettings):
     )
     sink_retry_max_s: float = Field(
         default=2.0, gt=0, description="longest backoff between canonical-log write retries"
+    )
+
+    # --- the in-process EventBus and the EventProcessor --------------------------
+    bus_max_queue_size: int = Field(
+        default=10_000, ge=1, description="capacity of each event type's queue in EventBus"
+    )
+    bus_enable_metrics: bool = Field(
+        default=True, description="EventBus measures handler time for avg_processing_times"
+    )
+    bus_idempotency_window_s: float = Field(
+        default=300.0, gt=0, description="seconds an event id published again on EventBus "
+        "is dropped as a duplicate"
+    )
+    processor_batch_size: int = Field(
+        default=100, ge=1, le=100_000, description="entries EventProcessor reads per batch"
+    )
+    processor_checkpoint_interval_s: float = Field(
+        default=60.0, gt=0, description="seconds between EventProcessor checkpoints"
+    )
+    processor_consumer_name: str = Field(
+        default="silvertine-processor", min_length=1,
+        description="EventProcessor's Redis consumer name",
     )
 
     # --- ordering, lanes, flow control ----------------------------------------
@@ -463,6 +589,51 @@ class Settings(BaseSettings):
         default=datetime(2000, 1, 1, tzinfo=UTC),
         description="event timestamps before this go to the DLQ (ISO-8601 with timezone)",
     )
+
+    # --- retention, bounds and replication (issue #14) ----------------------------
+    log_retention: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=dict,
+        description="per-type age after which canonical-log entries are trimmed, e.g. "
+        "market_data=1h,order=30d (empty: keep forever); never past a handler group's cursor",
+    )
+    log_max_entries: Annotated[dict[str, int], NoDecode] = Field(
+        default_factory=dict,
+        description="per-type length beyond which the oldest canonical-log entries are "
+        "trimmed, e.g. market_data=5000000 (empty: no bound); never past a handler group's cursor",
+    )
+    retention_interval_s: float = Field(
+        default=10.0, gt=0, le=3600,
+        description="seconds between retention rounds (log trims, DLQ index sweep, dedupe gauges)",
+    )
+    dlq_max_len: int = Field(
+        default=1_000_000, ge=0,
+        description="entries the Redis dlq stream keeps, about (oldest removed first, counted "
+        "in silvertine_dlq_trimmed_total; 0 = no bound)",
+    )
+    redis_wait_replicas: int = Field(
+        default=0, ge=0, le=64,
+        description="Redis replicas that must acknowledge each log and DLQ write (WAIT) before "
+        "it counts as done and the Kafka offsets behind it move (0 = do not wait)",
+    )
+    redis_wait_timeout_ms: int = Field(
+        default=1000, ge=1, le=60_000,
+        description="how long one WAIT for replicas lasts before the write is retried",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Put the config file (if :func:`load_settings` was given one) below the environment."""
+        config_file = _CONFIG_SOURCE.get()
+        file_sources = (config_file,) if config_file is not None else ()
+        return (init_settings, env_settings, dotenv_settings, file_secret_settings,
+                *file_sources)
 
     @field_validator("kafka_url")
     @classmethod
@@ -604,34 +775,69 @@ def _refuse(field: str, accepted: str) -> None:
     raise PydanticCustomError("silvertine_setting", accepted, {"field": field})
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Build :class:`Settings` from ``SILVERTINE_*`` environment variables plus overrides.
+def load_settings(config_file: str | Path | None = None, **overrides: object) -> Settings:
+    """Build :class:`Settings` from the environment, a config file, and overrides.
 
-    Overrides (keyword arguments named like the fields) win over the environment.
+    Precedence, highest first: overrides (keyword arguments named like the
+    fields), ``SILVERTINE_*`` environment variables, the config file, defaults.
+
+    Args:
+        config_file: the YAML config file; None = ``SILVERTINE_CONFIG``'s, if set.
+        **overrides: settings by field name.
 
     Raises:
         UnknownSetting: a ``SILVERTINE_*`` variable is no setting (a typo would
             otherwise be ignored, and the worker would run without it).
-        ConfigError: naming the first bad variable and what it accepts.
+        UnknownConfigKey: the file has a key that is no setting (same reason).
+        ConfigError: naming the first bad variable and what it accepts;
+            :class:`~silvertine_streams.errors.ConfigFileError` (naming the key
+            and the file) when the bad value came from the file.
     """
     check_variable_names(os.environ)
+    path = config_file if config_file is not None else os.environ.get(CONFIG_VARIABLE) or None
+    source = ConfigFileSource(Settings, Path(path), os.environ) if path is not None else None
+    with _reading(source):
+        try:
+            return Settings(**overrides)  # type: ignore[arg-type]  # pydantic validates them
+        except ValidationError as exc:
+            raise _config_error(exc, source, overrides) from exc
+
+
+@contextmanager
+def _reading(source: ConfigFileSource | None) -> Iterator[None]:
+    """Let ``Settings.settings_customise_sources`` find ``source`` while settings are built."""
+    token = _CONFIG_SOURCE.set(source)
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]  # pydantic validates them
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        context = error.get("ctx") or {}
-        if error["type"] == "silvertine_setting":
-            # A rule between settings: name the setting to change; its value is
-            # shown unless it is a secret (a URL's password is masked by ConfigError).
-            field = str(context["field"])
-            value: object = _input_of(error.get("input"), field)
-            raise ConfigError(f"{ENV_PREFIX}{field.upper()}", _shown(field, value),
-                              str(error["msg"])) from exc
+        yield
+    finally:
+        _CONFIG_SOURCE.reset(token)
+
+
+def _config_error(exc: ValidationError, source: ConfigFileSource | None,
+                  overrides: Mapping[str, object]) -> ConfigError:
+    """The first validation error, naming where its value came from: a variable or the file."""
+    error = exc.errors()[0]
+    context = error.get("ctx") or {}
+    if error["type"] == "silvertine_setting":
+        # A rule between settings: name the setting to change; its value is
+        # shown unless it is a secret (a URL's password is masked by ConfigError).
+        field = str(context["field"])
+        value: object = _input_of(error.get("input"), field)
+        accepted = str(error["msg"])
+    else:
         field = str(error["loc"][0]) if error["loc"] else "?"
-        raise ConfigError(
-            f"{ENV_PREFIX}{field.upper()}", _shown(field, error.get("input")),
-            _accepted(field, error)
-        ) from exc
+        value = error.get("input")
+        accepted = _accepted(field, error)
+    if source is not None and _from_file(field, source, overrides):
+        return ConfigFileError(source.path, FIELD_KEYS[field], _shown(field, value), accepted)
+    return ConfigError(f"{ENV_PREFIX}{field.upper()}", _shown(field, value), accepted)
+
+
+def _from_file(field: str, source: ConfigFileSource, overrides: Mapping[str, object]) -> bool:
+    """Whether ``field``'s value came from the config file (neither overridden nor in the env)."""
+    variable = f"{ENV_PREFIX}{field.upper()}"
+    in_env = any(name.upper() == variable for name in os.environ)
+    return field in source.values and field not in overrides and not in_env
 
 
 def _input_of(data: object, field: str) -> object:
@@ -671,11 +877,12 @@ def check_variable_names(environ: Mapping[str, str]) -> None:
     for variable in sorted(environ):
         name = variable.upper()  # settings are read case-insensitively
         if (not name.startswith(ENV_PREFIX) or name in known or name in SUPERVISOR_VARIABLES
-                or name.startswith(FAUST_ENV_PREFIX)):
+                or name == CONFIG_VARIABLE or name.startswith(FAUST_ENV_PREFIX)):
             continue
         # Compared without the prefix they all share, which would make anything look close.
         closest = difflib.get_close_matches(name.removeprefix(ENV_PREFIX),
-                                            [k.removeprefix(ENV_PREFIX) for k in known],
+                                            [k.removeprefix(ENV_PREFIX)
+                                             for k in (*known, CONFIG_VARIABLE)],
                                             n=1, cutoff=0.6)
         raise UnknownSetting(variable, f"{ENV_PREFIX}{closest[0]}" if closest else None)
 
@@ -708,6 +915,7 @@ def settings_env(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
         ConfigError: a comma-separated setting holds a bad value (possible only
             when it was set by ``model_copy(update=...)``, which does not validate).
     """
+    # SILVERTINE_CONFIG goes too: the variables below carry what the file set.
     env = {k: v for k, v in base.items() if not k.startswith(ENV_PREFIX)}
     # Not model_dump(): it warns about text that model_copy put in a typed field.
     for name in type(settings).model_fields:

@@ -3,7 +3,8 @@
 Nothing else spells ``silvertine.<type>``, ``events:<type>``, ``log:<type>``,
 ``dlq`` or the Redis keys beside them (``dlq:ids``, ``dlq:requeued``,
 ``lease:events:<type>``, ``ops:actions``, the handler group's ``handlers:<app id>…``
-keys, the processor's ``processor:<group>:checkpoint``) inline.
+keys, ``handlers:followers:<type>``, ``lease:retention``, ``sink:replicated``, the
+processor's ``processor:<group>:checkpoint``) inline.
 """
 
 from __future__ import annotations
@@ -106,3 +107,21 @@ def processor_checkpoint(consumer_group: str) -> str:
 def all_topics() -> list[str]:
     """Return every topic the engine declares: one per event type plus the DLQ."""
     return [event_topic(t) for t in EVENT_TYPES] + [DLQ_TOPIC]
+
+
+def log_followers(event_type: str) -> str:
+    """Return the set of app ids whose handler groups follow ``log:<type>``.
+
+    The key is ``handlers:followers:<type>``: a group adds its app id when it starts
+    following the log, and log retention never trims past the cursor of any app
+    in the set (:mod:`silvertine_streams.sinks.retention`).
+    """
+    return f"handlers:followers:{event_type}"
+
+
+RETENTION_LEASE = "lease:retention"
+"""Lease of the one worker that trims the logs and the DLQ index (``sinks/retention.py``)."""
+REPLICATION_MARK = "sink:replicated"
+"""A string the sinks overwrite right before ``WAIT`` when ``SILVERTINE_REDIS_WAIT_REPLICAS``
+is set, so the ``WAIT`` covers the primary's whole replication stream (see
+:func:`silvertine_streams.sinks.replication.wait_replicas`)."""

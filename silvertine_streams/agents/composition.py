@@ -30,6 +30,7 @@ from silvertine_streams.observability.memory import MemoryGuard
 from silvertine_streams.observability.metrics import CIRCUIT_OPEN, TypeMetrics
 from silvertine_streams.settings import Settings
 from silvertine_streams.sinks.canonical_log import CanonicalLogSink
+from silvertine_streams.sinks.replication import ReplicaWait
 from silvertine_streams.topics import event_topic
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,8 @@ def build_engine(settings: Settings, redis: aioredis.Redis, outbox: Outbox,
     log_sinks: list[CanonicalLogSink] = []
     for type_name in settings.consumed_types:
         log_sink = CanonicalLogSink(redis, type_name, window_s=settings.dedupe_window_s,
-                                    retry_max_s=settings.sink_retry_max_s)
+                                    retry_max_s=settings.sink_retry_max_s,
+                                    replica_wait=replica_wait(settings))
         log_sinks.append(log_sink)
         critical = controller.is_critical(lane_of[type_name])
         pipelines[event_topic(type_name)] = EventPipeline(
@@ -114,6 +116,13 @@ def build_engine(settings: Settings, redis: aioredis.Redis, outbox: Outbox,
         )
     return Engine(registry, dispatcher, handler_group, outbox, pipelines, log_sinks,
                   lane_of, controller, MemoryGuard(settings.memory_limit_mb * 1024 * 1024))
+
+
+def replica_wait(settings: Settings) -> ReplicaWait | None:
+    """The sinks' wait for Redis replicas, when ``SILVERTINE_REDIS_WAIT_REPLICAS`` asks for one."""
+    if settings.redis_wait_replicas == 0:
+        return None
+    return ReplicaWait(settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
 
 
 def _circuit_alerts(outbox: Outbox, reset_s: float

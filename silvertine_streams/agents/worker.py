@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from silvertine_streams.agents.batch_loop import BatchLoop
-from silvertine_streams.agents.composition import Engine, build_engine
+from silvertine_streams.agents.composition import Engine, build_engine, replica_wait
 from silvertine_streams.agents.holes import HoleFiller
 from silvertine_streams.agents.intake import Intake, Mailbox
 from silvertine_streams.agents.outbox import Outbox
@@ -42,10 +42,11 @@ from silvertine_streams.observability.metrics import (
     register_sink_retries,
     serve_metrics,
 )
-from silvertine_streams.redis.clients import redis_client
+from silvertine_streams.redis.clients import COMMAND_TIMEOUT_S, redis_client
 from silvertine_streams.sinks.dead_letters import DeadLetter, DeadLetterSink
+from silvertine_streams.sinks.retention import Retention
 from silvertine_streams.tables import sequence_table
-from silvertine_streams.topics import DLQ_TOPIC, event_topic
+from silvertine_streams.topics import DLQ_TOPIC, EVENT_TYPES, event_topic
 
 if TYPE_CHECKING:
     from silvertine_streams.app import SilvertineApp
@@ -64,8 +65,12 @@ def register_agents(app: SilvertineApp) -> Engine:
     in-process lanes cannot (they only reorder work that already arrived).
     """
     settings = app.settings
-    redis = redis_client(settings, role="worker")
-    dead_letter_sink = DeadLetterSink(redis, retry_max_s=settings.sink_retry_max_s)
+    # A WAIT for replicas holds its connection up to its timeout: the socket must outlast it.
+    redis = redis_client(settings, role="worker",
+                         read_timeout_s=COMMAND_TIMEOUT_S + settings.redis_wait_timeout_ms / 1000)
+    dead_letter_sink = DeadLetterSink(redis, retry_max_s=settings.sink_retry_max_s,
+                                      max_len=settings.dlq_max_len,
+                                      replica_wait=replica_wait(settings))
     outbox = Outbox(dead_letter_sink, *_kafka_senders(app))
     clock = _register_clock(app, outbox)
     now_s = (lambda: clock.now_ns() / 1e9) if clock is not None else time.time
@@ -100,6 +105,7 @@ def register_agents(app: SilvertineApp) -> Engine:
     _register_partition_hooks(app, engine)
     register_sink_retries(engine.log_sinks)
     _register_mirrors(app, redis, dead_letter_sink)
+    _register_retention(app, redis)
 
     @app.task
     async def _serve_metrics() -> None:
@@ -142,8 +148,9 @@ def _register_handler_group(app: SilvertineApp, engine: Engine) -> None:
 
     On a stop, Faust first stops the consumer (the batch loops finish their
     batches), then sends ``on_before_shutdown``: the group finishes the batch
-    in hand, acknowledges it and gives its lease up, so nothing logged is
-    handled twice or skipped by the next worker.
+    in hand and the rest of the logs up to their end at that moment, moves its
+    cursors past them and gives its lease up, so nothing logged is handled
+    twice or left behind for the next worker.
     """
     group = engine.handler_group
     stop_timeout_s = max(1.0, app.settings.stop_timeout_s / 2)
@@ -160,6 +167,21 @@ def _register_handler_group(app: SilvertineApp, engine: Engine) -> None:
             await group.update_lag()
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             log.debug("handler lag not updated: %s", exc)
+
+
+def _register_retention(app: SilvertineApp, redis: aioredis.Redis) -> None:
+    """Trim the logs and sweep the DLQ index here while this worker holds the retention lease."""
+    settings = app.settings
+    retention = Retention(
+        redis, f"{socket.gethostname()}-{os.getpid()}",
+        max_age_s=settings.log_retention, max_entries=settings.log_max_entries,
+        event_types=EVENT_TYPES, dedupe_window_s=settings.dedupe_window_s,
+        interval_s=settings.retention_interval_s)
+    app.task(retention.run)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's stub wants signal=
+    async def _stop_retention(sender: Any, **kwargs: Any) -> None:
+        retention.stop()
 
 
 def _register_partition_hooks(app: SilvertineApp, engine: Engine) -> None:

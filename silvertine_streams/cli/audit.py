@@ -17,6 +17,7 @@ import click
 
 from silvertine_streams.cli.common import (
     EVENT_TYPE,
+    config_option,
     parse_time,
     run,
     running_stack_settings,
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 
 @click.command()
+@config_option
 @click.argument("event_id", required=False)
 @click.option("--actions", "list_actions", is_flag=True,
               help="list the recorded operator actions (dlq purge/requeue, rewind, replay) "

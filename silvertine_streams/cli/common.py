@@ -1,9 +1,9 @@
 """What several ``silvertine`` command families share.
 
-Settings from a running embedded stack, running a coroutine, a Redis client per
-command, ISO time options and a console for tables. The libraries behind them
-(settings, redis, rich) load inside the functions, so ``silvertine --help``
-imports none of them.
+The ``--config`` option, settings from a running embedded stack, running a
+coroutine, a Redis client per command, ISO time options and a console for
+tables. The libraries behind them (settings, redis, rich) load inside the
+functions, so ``silvertine --help`` imports none of them.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -25,16 +26,38 @@ if TYPE_CHECKING:
     from silvertine_streams.settings import Settings
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 EVENT_TYPE = click.Choice(EVENT_TYPES)
 """The ``--type`` option's choices: every event type."""
 
 
+_CONFIG_META = "silvertine.config"
+
+
+def _remember_config(context: click.Context, _param: click.Parameter,
+                     value: Path | None) -> None:
+    if value is not None:
+        context.meta[_CONFIG_META] = value  # meta is shared by the whole command line
+
+
+def config_option(command: F) -> F:
+    """Add ``--config PATH`` (the YAML config file) to a command that loads settings."""
+    return click.option(
+        "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+        expose_value=False, is_eager=True, callback=_remember_config, metavar="PATH",
+        help="YAML config file, e.g. config/event_engine.yaml (default: $SILVERTINE_CONFIG); "
+             "SILVERTINE_* variables win over it",
+    )(command)
+
+
 def load_settings() -> Settings:
-    """Load the settings (env, config file); the embedded stack is not consulted."""
+    """Load the settings (env, ``--config`` file); the embedded stack is not consulted."""
     from silvertine_streams.settings import load_settings as load
 
-    return load()
+    context = click.get_current_context(silent=True)
+    config_file = context.meta.get(_CONFIG_META) if context is not None else None
+    return load(config_file=config_file)
 
 
 def running_stack_settings(kafka: bool = False, redis: bool = True) -> Settings:

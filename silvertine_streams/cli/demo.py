@@ -6,11 +6,12 @@ import sys
 
 import click
 
-from silvertine_streams.cli.common import load_settings
+from silvertine_streams.cli.common import config_option, load_settings
 from silvertine_streams.cli.errors import fails_cleanly
 
 
 @click.command()
+@config_option
 @click.option("--seconds", type=float, default=30.0, show_default=True,
               help="stop after this many seconds (Ctrl-C stops earlier)")
 @click.option("--symbols", type=click.IntRange(1, 500), default=4, show_default=True,

@@ -10,6 +10,7 @@ import click
 
 from silvertine_streams.cli.actions import audited, confirm
 from silvertine_streams.cli.common import (
+    config_option,
     parse_time,
     run,
     running_stack_settings,
@@ -28,6 +29,7 @@ def dlq() -> None:
 
 
 @dlq.command("list")
+@config_option
 @click.option("--reason", help="reason code (invalid, id_conflict) or text it contains")
 @click.option("--limit", default=50, show_default=True, help="newest entries to show (0 = all)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
@@ -69,6 +71,7 @@ def dlq_list(reason: str | None, limit: int, as_json: bool) -> None:
 
 
 @dlq.command("requeue")
+@config_option
 @click.argument("entry_ids", nargs=-1)
 @click.option("--reason", help="requeue every letter with this reason code or text")
 @click.option("--all", "everything", is_flag=True, help="requeue every letter")
@@ -117,6 +120,7 @@ def dlq_requeue(entry_ids: tuple[str, ...], reason: str | None, everything: bool
 
 
 @dlq.command("purge")
+@config_option
 @click.option("--before", required=True, help="delete letters written before this ISO time")
 @click.option("--reason", help="only letters with this reason code or text")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation (needed without a terminal)")

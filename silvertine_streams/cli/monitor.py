@@ -6,11 +6,12 @@ import sys
 
 import click
 
-from silvertine_streams.cli.common import load_settings
+from silvertine_streams.cli.common import config_option, load_settings
 from silvertine_streams.cli.errors import fails_cleanly
 
 
 @click.command()
+@config_option
 @click.option("--url", "urls", multiple=True,
               help="metrics endpoint (repeat for several workers; default: "
                    "http://127.0.0.1:$SILVERTINE_METRICS_PORT/metrics)")

@@ -25,6 +25,7 @@ import click
 from silvertine_streams.cli.actions import audited, confirm
 from silvertine_streams.cli.common import (
     EVENT_TYPE,
+    config_option,
     parse_time,
     run,
     running_stack_settings,
@@ -57,6 +58,7 @@ class _Selection:
 
 
 @click.command()
+@config_option
 @click.option("--type", "types", multiple=True, type=EVENT_TYPE,
               help="event type to replay (repeat for several; default: all)")
 @click.option("--since", help="first log time to replay, ISO-8601 (inclusive)")

@@ -10,6 +10,7 @@ import click
 from silvertine_streams.cli.actions import audited, confirm
 from silvertine_streams.cli.common import (
     EVENT_TYPE,
+    config_option,
     run,
     running_stack_settings,
     stdout_console,
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 
 @click.command()
+@config_option
 @click.option("--to", "to", required=True, help="earliest, latest, or an ISO-8601 time")
 @click.option("--type", "types", multiple=True, type=EVENT_TYPE,
               help="event type whose topic to rewind (repeatable; default: all)")

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from silvertine_streams.cli.common import load_settings
+from silvertine_streams.cli.common import config_option, load_settings
 from silvertine_streams.cli.errors import fails_cleanly
 from silvertine_streams.security import redact_url
 
@@ -17,6 +17,7 @@ def stack() -> None:
 
 
 @stack.command("up")
+@config_option
 @fails_cleanly
 def stack_up() -> None:
     """Start the embedded servers (those whose URL is not set) and declare the topics."""
@@ -33,6 +34,7 @@ def stack_up() -> None:
 
 
 @stack.command("down")
+@config_option
 @fails_cleanly
 def stack_down() -> None:
     """Stop the embedded servers this data dir started (by PID)."""
@@ -43,6 +45,7 @@ def stack_down() -> None:
 
 
 @stack.command("status")
+@config_option
 @fails_cleanly
 def stack_status() -> None:
     """Show the embedded servers of this data dir; exit 1 when one is down."""

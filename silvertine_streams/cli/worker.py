@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from silvertine_streams.cli.common import load_settings, run
+from silvertine_streams.cli.common import config_option, load_settings, run
 from silvertine_streams.cli.errors import debugging, fails_cleanly
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 
 @click.command()
+@config_option
 @click.option("--no-supervise", is_flag=True, hidden=True,
               help="run the Faust worker in this process (what the supervisor starts)")
 @fails_cleanly

@@ -15,7 +15,9 @@ Layout of ``<data_dir>``::
 
 Tansu runs with memory storage: it keeps every message it was sent, so a long
 demo grows the broker's memory (~1 GB seen) and a broker restart loses all
-topics and offsets. Retention for the embedded broker is still to be planned.
+topics and offsets. It cannot be bounded: Tansu 0.6.0's memory storage ignores
+``retention.ms``/``retention.bytes``, closes the connection on ``DeleteRecords``
+and has no file storage (README, *Memory: retention and bounds*).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Final, Self, TypedDict
+from typing import TYPE_CHECKING, Final, Self, TypedDict
 
 from silvertine_streams.domain.circuit import CircuitState
 from silvertine_streams.domain.flow import (
@@ -50,6 +50,9 @@ from silvertine_streams.domain.flow import (
 from silvertine_streams.events import EVENT_CLASSES, Event, EventType
 from silvertine_streams.handlers.dispatch import DispatchReport, HandlerDispatcher
 from silvertine_streams.handlers.registry import HandlerRegistry, Subscription
+
+if TYPE_CHECKING:
+    from silvertine_streams.settings import Settings
 
 __all__ = ["BusMetrics", "EventBus"]
 
@@ -216,6 +219,27 @@ class EventBus(HandlerRegistry):
         self._shed: dict[str, int] = {}
         self._running = False
         self._quiet: asyncio.Event | None = None  # set by drain tasks going idle during stop()
+
+    @classmethod
+    def from_settings(cls, settings: Settings,
+                      overflow: Mapping[str, OverflowPolicy] | None = None) -> Self:
+        """Create a bus sized and timed by ``settings`` (the config file's ``event_bus``).
+
+        Args:
+            settings: ``bus_max_queue_size``, ``bus_enable_metrics``,
+                ``bus_idempotency_window_s``, and the handler settings a worker
+                dispatches with (``handler_timeout_s``, ``circuit_failure_threshold``,
+                ``circuit_reset_s``).
+            overflow: as for the constructor (every type blocks when None).
+        """
+        return cls(
+            settings.bus_max_queue_size, settings.bus_enable_metrics,
+            idempotency_window_s=settings.bus_idempotency_window_s,
+            handler_timeout_s=settings.handler_timeout_s,
+            failure_threshold=settings.circuit_failure_threshold,
+            reset_s=settings.circuit_reset_s,
+            overflow=overflow,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -10,7 +10,8 @@ the entries only after the handlers ran. Hence (DESIGN §3.6):
 * **At least once.** An entry a crash interrupted still lies after the cursor;
   the next holder of the group reads it again, first.
 * **Exactly once across a graceful stop.** :meth:`HandlerGroup.stop` lets the
-  batch in hand finish and the cursor pass it, then gives the lease up.
+  handlers finish the log up to its end at the stop (the worker's pipelines
+  have flushed by then), moves the cursor past it, then gives the lease up.
 * **Exactly once in effect** for idempotent handlers: they are not given an
   event again that they completed, and what they staged on their ``Effects``
   was written with that record (:mod:`.effects`).
@@ -32,6 +33,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -141,11 +143,11 @@ class HandlerGroup:
             stopped.set()
 
     async def stop(self, timeout_s: float = 10.0) -> bool:
-        """Finish the batches in hand, move the cursors past them, give the lease up.
+        """Handle the logs up to their end as of now, move the cursors past them, give the lease up.
 
         Returns:
-            Whether the group stopped within ``timeout_s`` (if not, the batch
-            in hand is read again by the next holder: at least once).
+            Whether the group stopped within ``timeout_s`` (if not, what it had
+            not finished is read again by the next holder: at least once).
         """
         if self._stopping is None:
             self._stopping = asyncio.Event()
@@ -178,12 +180,15 @@ class HandlerGroup:
         HANDLER_GROUP_HELD.labels(self.position.group).set(1)
         log.info("handler group %s: %s runs %s", self.position.group, self.position.holder,
                  ", ".join(types))
-        tasks = [asyncio.ensure_future(self._keep_lease())]
-        tasks.extend(asyncio.ensure_future(self._follow(t)) for t in types)
+        lease = asyncio.ensure_future(self._keep_lease())
+        followers = asyncio.gather(*(self._follow(t) for t in types))
+        tasks: list[asyncio.Future[Any]] = [lease, followers]
         if self._recent is not None:
             self._recent.active = True
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            # Followers return only after a stop (and its drain); the lease
+            # task only by raising LeaseLost; either ends the tenure.
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 error = task.exception()
                 if error is not None:
@@ -197,11 +202,13 @@ class HandlerGroup:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _keep_lease(self) -> None:
-        """Renew the lease while the group runs; raise :class:`LeaseLost` if it went."""
-        assert self._stopping is not None
-        while not self._stopping.is_set():
-            await self._pause(self.position.lease_ms / 3000)
-            if not self._stopping.is_set() and not await self.position.hold():
+        """Renew the lease while the group runs (a stop's drain too); raise :class:`LeaseLost`.
+
+        Runs until :meth:`_session` cancels it, once every follower has finished.
+        """
+        while True:
+            await asyncio.sleep(self.position.lease_ms / 3000)
+            if not await self.position.hold():
                 raise LeaseLost(self.position.lease, self.position.holder)
 
     async def _follow(self, event_type: str) -> None:
@@ -213,6 +220,7 @@ class HandlerGroup:
         assert self._stopping is not None
         stopping = self._stopping
         position = self.position
+        await position.follow(event_type)  # before reading: retention keeps what lies after
         after = await position.cursor(event_type)
         completions = await position.completions(event_type)
         while not stopping.is_set():
@@ -221,6 +229,17 @@ class HandlerGroup:
             if batch.entries:
                 await self._handle(event_type, batch, completions)
                 after = batch.last_id
+        # A graceful stop: this worker's pipelines have flushed, so everything
+        # it logged is in the log now. Hand the handlers the log up to its end
+        # as it is at this moment (not what other workers keep adding), so
+        # that a stopped worker leaves nothing logged unhandled behind it.
+        end = _entry_key(await position.last_id(event_type))
+        while _entry_key(after) < end:
+            batch = await position.read(event_type, after, self._batch_max, 0, self._recent)
+            if not batch.entries:
+                break
+            await self._handle(event_type, batch, completions)
+            after = batch.last_id
 
     async def _handle(self, event_type: str, batch: Batch,
                       completions: GroupCompletions) -> None:
@@ -250,3 +269,9 @@ class HandlerGroup:
         assert self._stopping is not None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+def _entry_key(entry_id: str) -> tuple[int, int]:
+    """Return a stream entry id (``"<ms>-<seq>"``) as a tuple that orders like the ids."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

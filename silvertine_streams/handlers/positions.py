@@ -48,6 +48,7 @@ from silvertine_streams.topics import (
     handler_group,
     handler_lease,
     handler_progress,
+    log_followers,
     log_stream,
 )
 
@@ -170,6 +171,14 @@ class GroupPosition:
 
     # --- reading ----------------------------------------------------------------
 
+    async def follow(self, event_type: str) -> None:
+        """Register the group as a reader of ``log:<type>``, so retention never trims past it.
+
+        Adds the app id to ``handlers:followers:<type>``; the group stays a reader
+        until an operator removes it (``SREM``), however long it is stopped.
+        """
+        await self._redis.sadd(log_followers(event_type), self.app_id)
+
     async def cursor(self, event_type: str) -> str:
         """Return the id of the last entry of ``log:<type>`` the group finished."""
         value = await self._redis.hget(self.cursors, event_type)
@@ -195,6 +204,12 @@ class GroupPosition:
         entries: list[Any] = (next(iter(reply.values())) if isinstance(reply, dict)
                               else reply[0][1])
         return _batch(event_type, entries, recent)
+
+    async def last_id(self, event_type: str) -> str:
+        """Return the id of the newest entry of ``log:<type>`` (the start when it is empty)."""
+        newest = await self._redis.xrevrange(log_stream(event_type), count=1)
+        entry_id = newest[0][0] if newest else None
+        return START if entry_id is None else _text(entry_id)
 
     # --- moving on ----------------------------------------------------------------
 

@@ -137,6 +137,38 @@ HANDLER_GROUP_HELD = Gauge(
     ["group"], registry=REGISTRY,
 )
 
+# --- retention and bounds (issue #14) ---------------------------------------------------
+LOG_TRIMMED = Counter(
+    "silvertine_log_trimmed",
+    "Canonical-log entries removed by retention (SILVERTINE_LOG_RETENTION / _LOG_MAX_ENTRIES)",
+    ["event_type"], registry=REGISTRY,
+)
+LOG_RETENTION_HELD = Gauge(
+    "silvertine_log_retention_held",
+    "1 while a reader (handler group or consumer group) keeps log entries retention would trim",
+    ["event_type"], registry=REGISTRY,
+)
+LOG_LENGTH = Gauge(
+    "silvertine_log_entries", "Entries in the canonical log (XLEN), sampled by retention",
+    ["event_type"], registry=REGISTRY,
+)
+DLQ_TRIMMED = Counter(
+    "silvertine_dlq_trimmed",
+    "Dead letters removed from the Redis dlq stream by its bound (SILVERTINE_DLQ_MAX_LEN); "
+    "their Kafka copies stay in silvertine.dlq",
+    registry=REGISTRY,
+)
+DEDUPE_INDEX_ENTRIES = Gauge(
+    "silvertine_dedupe_index_entries",
+    "Ids (and business keys) in the log's dedupe index, all live buckets, sampled",
+    ["event_type"], registry=REGISTRY,
+)
+DEDUPE_INDEX_BYTES = Gauge(
+    "silvertine_dedupe_index_bytes",
+    "Redis memory of the log's dedupe index (MEMORY USAGE, sampled), all live buckets",
+    ["event_type"], registry=REGISTRY,
+)
+
 
 @dataclass(frozen=True, slots=True)
 class TypeMetrics:

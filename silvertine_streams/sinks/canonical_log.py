@@ -40,6 +40,7 @@ from redis.asyncio import Redis
 
 from silvertine_streams.errors import SilvertineError
 from silvertine_streams.sinks.keys import dedupe_bucket, log_stream
+from silvertine_streams.sinks.replication import ReplicaWait
 from silvertine_streams.sinks.retry import Backoff, count_retry, retry_transient
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ class CanonicalLogSink:
         retry_max_s: float = 2.0,
         *,
         clock: Callable[[], float] = time.time,
+        replica_wait: ReplicaWait | None = None,
     ) -> None:
         """Build the sink; no I/O happens until the first write.
 
@@ -150,6 +152,9 @@ class CanonicalLogSink:
             window_s: how long, at least, a duplicate id is caught.
             retry_max_s: the cap on the delay between attempts during an outage.
             clock: wall-clock seconds; picks the dedupe bucket (inject in tests).
+            replica_wait: when set, a write counts as landed only once that many
+                Redis replicas acknowledged it (``SILVERTINE_REDIS_WAIT_REPLICAS``);
+                until then it is retried like an outage.
         """
         if window_s <= 0:
             raise ValueError(f"window_s must be > 0, got {window_s}")
@@ -169,6 +174,7 @@ class CanonicalLogSink:
         self._closing = asyncio.Event()
         self._on_retry = partial(count_retry, self)
         self._encode = msgspec.msgpack.Encoder().encode
+        self._replica_wait = replica_wait
 
     @property
     def closing(self) -> bool:
@@ -200,8 +206,9 @@ class CanonicalLogSink:
         statuses: list[WriteStatus] = []
         for start in range(0, len(batch), MAX_EVENTS_PER_CALL):
             chunk = batch[start : start + MAX_EVENTS_PER_CALL]
+            landed: list[bytes | str] = []  # the script's reply while replicas are awaited
             reply = await retry_transient(
-                partial(self._call, chunk),
+                partial(self._call, chunk, landed),
                 self._backoff,
                 on_retry=self._on_retry,
                 closing=self._closing,
@@ -210,8 +217,17 @@ class CanonicalLogSink:
             statuses.extend(self._decode_reply(reply, len(chunk)))
         return statuses
 
-    async def _call(self, chunk: Sequence[LogRecord]) -> bytes | str:
-        """Make one attempt: one EVALSHA carrying the whole chunk as one argument."""
+    async def _call(self, chunk: Sequence[LogRecord], landed: list[bytes | str]) -> bytes | str:
+        """Make one attempt: one EVALSHA carrying the whole chunk as one argument.
+
+        With a replica wait, the script's reply is kept in ``landed`` when too few
+        replicas acknowledged: the next attempt only waits again (a second run
+        would answer ``DUPLICATE`` for what the first one wrote).
+        """
+        if landed:
+            assert self._replica_wait is not None
+            await self._replica_wait.run(self._redis, self.stream, None)
+            return landed[0]
         flat: list[str] = []
         append = flat.append
         for event_id, fingerprint, event_json, origin, business_key in chunk:
@@ -229,6 +245,8 @@ class CanonicalLogSink:
             self._bucket_ttl_ms,
         )
         source, sha = _script()
+        if self._replica_wait is not None:
+            return await self._call_replicated(source, sha, args, landed)
         try:
             reply: bytes | str = await self._redis.evalsha(sha, 3, *args)
             return reply
@@ -238,6 +256,21 @@ class CanonicalLogSink:
             # cannot meet NOSCRIPT again (as a SCRIPT LOAD then EVALSHA could).
             reply = await self._redis.eval(source, 3, *args)
             return reply
+
+    async def _call_replicated(self, source: str, sha: str, args: tuple[str | bytes | int, ...],
+                               landed: list[bytes | str]) -> bytes | str:
+        """Run the script and ``WAIT`` for the replicas on one connection (:mod:`.replication`)."""
+        assert self._replica_wait is not None
+        wait = self._replica_wait
+        try:
+            reply: bytes | str = await wait.run(
+                self._redis, self.stream, lambda pipe: pipe.evalsha(sha, 3, *args),
+                on_write=landed.append)
+        except redis_errors.NoScriptError:
+            reply = await wait.run(self._redis, self.stream,
+                                   lambda pipe: pipe.eval(source, 3, *args),
+                                   on_write=landed.append)
+        return reply
 
     def _decode_reply(self, reply: bytes | str, expected: int) -> list[WriteStatus]:
         text = reply.decode("ascii") if isinstance(reply, bytes) else reply

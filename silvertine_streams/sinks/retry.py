@@ -21,7 +21,7 @@ from typing import Protocol, TypeVar
 
 from redis import exceptions as redis_errors
 
-from silvertine_streams.errors import SilvertineError
+from silvertine_streams.errors import ReplicationTimeout, SilvertineError
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,8 @@ def is_transient_redis_error(exc: BaseException) -> bool:
     """
     if isinstance(exc, redis_errors.AuthenticationError | redis_errors.AuthorizationError):
         return False
+    if isinstance(exc, ReplicationTimeout):
+        return True  # replicas catching up, or back after a failover
     if isinstance(
         exc,
         redis_errors.ConnectionError  # includes BusyLoadingError (LOADING)

@@ -40,7 +40,11 @@ from silvertine_streams.events import OrderStatus
 from silvertine_streams.kafka.publisher import Publisher
 from silvertine_streams.settings import Settings
 from silvertine_streams.topics import handler_progress, log_stream
-from tests.faults.test_worker_faults import PROGRESS_TIMEOUT_S, produce_paced, worker_report
+from tests.faults.test_worker_faults import (
+    kill_at_random_after,
+    produce_paced,
+    worker_report,
+)
 from tests.helpers import async_wait_for
 from tests.logcheck import read_log
 from tests.pipeline_support import WorkerPool
@@ -87,13 +91,8 @@ async def test_the_desk_book_equals_the_logged_fills_and_orders_across_kill_9s(
                     assert not production.done(), "the feed stopped early"
                     return int(await redis_client.llen(BOOK_ORDER_EVENTS)) > before
 
-                try:
-                    await async_wait_for(book_at_work, timeout=PROGRESS_TIMEOUT_S, interval=0.05,
-                                         message=f"worker {kill}'s book to apply an order event")
-                except AssertionError as exc:
-                    raise AssertionError(f"{exc}\n{worker_report(workers)}") from None
-                await asyncio.sleep(rng.uniform(0.0, 1.5))  # the random moment, not a sync
-                worker.kill()
+                await kill_at_random_after(book_at_work, worker, workers, rng,
+                                           f"worker {kill}'s book to apply an order event")
                 worker = start(workers, settings)
             stop.set()
             await production

@@ -35,11 +35,11 @@ from tests.faults.test_batch_kill import librdkafka_producer
 from tests.faults.test_worker_faults import (
     DRAIN_TIMEOUT_S,
     EVENT_TYPE,
-    PROGRESS_TIMEOUT_S,
     InvalidFeed,
     assert_dlq_is_exactly,
     assert_log_is_exactly,
     balanced_symbols,
+    kill_at_random_after,
     produce_paced,
     worker_report,
 )
@@ -154,13 +154,8 @@ async def test_handlers_see_every_logged_event_and_gaps_are_reported_once_across
                 assert not production.done(), "the producer stopped early"
                 return await seen_count(redis_client) > handled_before + 100
 
-            try:
-                await async_wait_for(handling, timeout=PROGRESS_TIMEOUT_S, interval=0.05,
-                                     message=f"worker {kill}'s handler group to handle events")
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}\n{worker_report(workers)}") from None
-            await asyncio.sleep(rng.uniform(0.0, 1.5))  # the random moment, not a sync
-            worker.kill()
+            await kill_at_random_after(handling, worker, workers, rng,
+                                       f"worker {kill}'s handler group to handle events")
             worker = start(workers, settings)
         stop.set()
         await production

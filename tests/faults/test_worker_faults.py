@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -199,6 +200,24 @@ def dead_letter_key(payload: str) -> str:
     if isinstance(decoded, dict) and isinstance(decoded.get("event_id"), str):
         return str(decoded["event_id"])
     return payload
+
+
+async def kill_at_random_after(
+    progress: Callable[[], Awaitable[bool]], worker: WorkerProcess, pool: WorkerPool,
+    rng: random.Random, what: str,
+) -> None:
+    """Wait until ``progress()`` holds, then ``kill -9`` ``worker`` up to 1.5 s later.
+
+    The wait makes each kill land while the worker is at work (not while it
+    starts); the random delay after it is the random moment, not a sync.
+    """
+    try:
+        await async_wait_for(progress, timeout=PROGRESS_TIMEOUT_S, interval=0.05,
+                             message=what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{worker_report(pool)}") from None
+    await asyncio.sleep(rng.uniform(0.0, 1.5))
+    worker.kill()
 
 
 def worker_report(pool: WorkerPool, limit: int = 12) -> str:

@@ -121,3 +121,23 @@ def test_a_bad_lane_stops_the_worker_before_any_server_is_started(
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and "SILVERTINE_LANES" in lines[0], lines
     assert not data_dir.exists()
+
+
+@pytest.mark.parametrize("path", sorted(p for p in EXPECTED if p not in {("stack",), ("dlq",)}),
+                         ids=" ".join)
+def test_every_command_that_loads_settings_takes_a_config_file(path: tuple[str, ...]) -> None:
+    output = CliRunner().invoke(main, [*path, "--help"]).output
+    assert "--config PATH" in output and "SILVERTINE_CONFIG" in output
+
+
+def test_an_unknown_key_in_the_config_file_is_one_line_and_exit_status_2(
+        tmp_path: Path) -> None:
+    config = tmp_path / "engine.yaml"
+    config.write_text("redis:\n  urll: redis://127.0.0.1:1/0\n")
+    result = CliRunner().invoke(main, ["stack", "status", "--config", str(config)],
+                                env={"SILVERTINE_DATA_DIR": str(tmp_path / "data")})
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        f"silvertine: {config}: redis.urll is not a setting; did you mean redis.url? "
+        "(the shipped config/event_engine.yaml lists every key)"]
+

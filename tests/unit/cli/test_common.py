@@ -14,11 +14,13 @@ from typing import Any
 
 import click
 import pytest
+from click.testing import CliRunner
 from redis.asyncio import Redis
 
 import silvertine_streams.embedded
 from silvertine_streams.cli.common import (
     EVENT_TYPE,
+    config_option,
     load_settings,
     parse_time,
     run,
@@ -78,6 +80,25 @@ def test_settings_come_from_the_environment(data_dir: Path,
     settings = load_settings()
     assert settings.partitions == 7
     assert Path(settings.data_dir) == data_dir
+
+
+@click.command()
+@config_option
+def show_app_id() -> None:
+    click.echo(load_settings().app_id)
+
+
+def test_the_config_option_names_the_file_settings_are_read_from(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = data_dir / "engine.yaml"
+    config.write_text("worker:\n  app_id: from-the-file\n")
+    assert CliRunner().invoke(show_app_id, []).output == "silvertine\n"
+    assert CliRunner().invoke(show_app_id, ["--config", str(config)]).output == "from-the-file\n"
+    # SILVERTINE_CONFIG names it too; a SILVERTINE_* variable wins over the file.
+    monkeypatch.setenv("SILVERTINE_CONFIG", str(config))
+    assert CliRunner().invoke(show_app_id, []).output == "from-the-file\n"
+    monkeypatch.setenv("SILVERTINE_APP_ID", "from-the-env")
+    assert CliRunner().invoke(show_app_id, ["--config", str(config)]).output == "from-the-env\n"
 
 
 def test_set_urls_are_used_and_the_stack_is_not_consulted(

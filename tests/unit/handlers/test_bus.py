@@ -17,6 +17,7 @@ import pytest
 from silvertine_streams.domain.flow import DEFAULT_OVERFLOW
 from silvertine_streams.events import EventType, MarketDataEvent, OrderEvent, OrderSide
 from silvertine_streams.handlers import EventBus, HandlerPriority, HandlerRegistry
+from silvertine_streams.settings import load_settings
 from tests import handler_fixtures
 
 MARKET_DATA = EventType.MARKET_DATA
@@ -256,6 +257,24 @@ async def test_a_failing_handler_opens_its_circuit_and_the_others_keep_running()
     assert metrics["handler_circuit_breakers"] == {"bad": "open", "good": "closed"}
     assert metrics["events_failed"] == 5
     assert metrics["events_processed"] == 20
+
+
+async def test_from_settings_takes_the_config_files_event_bus_section() -> None:
+    settings = load_settings(bus_max_queue_size=7, bus_enable_metrics=False,
+                             circuit_failure_threshold=2, circuit_reset_s=600.0)
+
+    def bad(event: Any) -> None:
+        raise RuntimeError("strategy bug")
+
+    bus = EventBus.from_settings(settings)
+    assert (bus.max_queue_size, bus.enable_metrics) == (7, False)
+    bus.subscribe(bad, [MARKET_DATA], name="bad")
+    async with bus:
+        for i in range(5):
+            await bus.publish(quote(price=100.0 + i))
+    metrics = bus.get_metrics()
+    assert metrics["events_failed"] == 2  # the settings' threshold, not the default 5
+    assert metrics["handler_circuit_breakers"] == {"bad": "open"}
 
 
 async def test_a_hanging_async_handler_times_out_and_other_types_keep_flowing() -> None:
