@@ -25,6 +25,8 @@ acknowledges (and deletes) the ingress entries.
   complete up to (``processor:<group>:checkpoint``). A start loads them and
   rolls them forward over the log entries written since, so a crash loses no
   mark; the interval bounds how much log a start re-reads.
+* **Bounds.** The logs' retention and the DLQ's bound apply as in a worker
+  (the same settings, the same lease: one trimmer at a time).
 * **One per ingress.** One consumer group reads each stream: run one
   processor per Redis, and not alongside workers' ingress mirrors (which read
   the same streams with the same group): a symbol's entries would be split.
@@ -46,6 +48,7 @@ from functools import partial
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from silvertine_streams.agents.composition import replica_wait
 from silvertine_streams.agents.outbox import Outbox
 from silvertine_streams.agents.pipeline import EventPipeline, Incoming, PartitionState
 from silvertine_streams.agents.policies import pipeline_policies
@@ -64,6 +67,7 @@ from silvertine_streams.redis.streams import IngressEntry, RedisStreamManager
 from silvertine_streams.replay.reader import following_id, log_bounds, read_pages
 from silvertine_streams.sinks.canonical_log import CanonicalLogSink, LogRecord, WriteStatus
 from silvertine_streams.sinks.dead_letters import DeadLetter, DeadLetterSink
+from silvertine_streams.sinks.retention import Retention
 from silvertine_streams.topics import (
     EVENT_TYPES,
     INGRESS_GROUP,
@@ -145,6 +149,8 @@ class EventProcessor:
         self._dead_letters: DeadLetterSink | None = None
         self._stopping = asyncio.Event()
         self._checkpointer: asyncio.Task[None] | None = None
+        self._retention: Retention | None = None
+        self._retainer: asyncio.Task[None] | None = None
         self._started_bus = False
         self._running = False
         self.processed = 0
@@ -168,11 +174,14 @@ class EventProcessor:
         redis = self.manager.redis
         settings = self.manager.settings
         retry_max_s = settings.sink_retry_max_s
-        self._dead_letters = DeadLetterSink(redis, retry_max_s=retry_max_s)
+        replicas = replica_wait(settings)
+        self._dead_letters = DeadLetterSink(redis, retry_max_s=retry_max_s,
+                                            max_len=settings.dlq_max_len, replica_wait=replicas)
         outbox = Outbox(self._dead_letters, self._log_system, _no_kafka_copy)
         for name in (*self.event_types, "system"):
             self._sinks.setdefault(name, CanonicalLogSink(redis, name, window_s=self._window_s,
-                                                          retry_max_s=retry_max_s))
+                                                          retry_max_s=retry_max_s,
+                                                          replica_wait=replicas))
         policies = pipeline_policies(settings)
         await self.manager.ensure_groups(self.event_types)
         saved = await self._load_checkpoints()
@@ -191,6 +200,13 @@ class EventProcessor:
                                             name=f"silvertine-processor-{lane.event_type}")
         self._checkpointer = asyncio.create_task(self._checkpoint_loop(),
                                                  name="silvertine-processor-checkpoints")
+        # The logs' and the DLQ's bounds, as a worker keeps them (under the same lease).
+        self._retention = Retention(
+            redis, self.consumer_name, max_age_s=settings.log_retention,
+            max_entries=settings.log_max_entries, event_types=EVENT_TYPES,
+            dedupe_window_s=self._window_s, interval_s=settings.retention_interval_s)
+        self._retainer = asyncio.create_task(self._retention.run(),
+                                             name="silvertine-processor-retention")
 
     async def stop(self) -> None:
         """Finish the round in flight, save a checkpoint, and stop; a no-op if not running.
@@ -202,7 +218,11 @@ class EventProcessor:
         if not self._running:
             return
         self._stopping.set()
+        if self._retention is not None:
+            self._retention.stop()
         tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
+        if self._retainer is not None:
+            tasks.append(self._retainer)
         if self._checkpointer is not None:
             tasks.append(self._checkpointer)
         results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -211,7 +231,7 @@ class EventProcessor:
             await self.checkpoint()
         finally:
             self._lanes.clear()
-            self._checkpointer = None
+            self._checkpointer = self._retention = self._retainer = None
             if self._started_bus:
                 self._started_bus = False
                 await self.bus.stop()
