@@ -3,7 +3,8 @@
 Nothing else spells ``silvertine.<type>``, ``events:<type>``, ``log:<type>``,
 ``dlq`` or the Redis keys beside them (``dlq:ids``, ``dlq:requeued``,
 ``lease:events:<type>``, ``ops:actions``, the handler group's ``handlers:<app id>…``
-keys, ``handlers:followers:<type>``, ``lease:retention``, ``sink:replicated``) inline.
+keys, ``handlers:followers:<type>``, ``lease:retention``, ``sink:replicated``, the
+processor's ``processor:<group>:checkpoint``) inline.
 """
 
 from __future__ import annotations
@@ -91,6 +92,16 @@ def handler_progress(app_id: str) -> str:
     is the group's lag (the log is never trimmed past a group's cursor).
     """
     return f"{handler_group(app_id)}:acked"
+
+
+def processor_checkpoint(consumer_group: str) -> str:
+    """Return the hash of the single-process ``EventProcessor``'s checkpoints.
+
+    The key is ``processor:<consumer group>:checkpoint``; field ``<type>``, value
+    JSON ``{"marks": {stream: sequence}, "log_id": entry id}``: the durable
+    sequence marks, complete up to that entry of ``log:<type>``.
+    """
+    return f"processor:{consumer_group}:checkpoint"
 
 
 def all_topics() -> list[str]:

@@ -128,6 +128,10 @@ class Incoming(NamedTuple):
         ack: acknowledges the message; called once all its events are durable.
         timestamp_s: the Kafka message timestamp, used as the events'
             ``timestamp`` when the producer sent none.
+        origin: where the message was read, when not a Kafka offset: the
+            single-process :class:`~silvertine_streams.agents.processor.EventProcessor`
+            reads Redis ingress entries (``events:<type>/<entry id>``, the
+            origin the ingress mirror gives them). "" = ``<topic>/<partition>/<offset>``.
     """
 
     value: bytes
@@ -136,6 +140,7 @@ class Incoming(NamedTuple):
     offset: int
     ack: Callable[[], object]
     timestamp_s: float | None = None
+    origin: str = ""
 
 
 @dataclass(slots=True)
@@ -343,7 +348,7 @@ class EventPipeline:
         received = 0
         topic = self._topic
         for message in messages:
-            origin = f"{topic}/{message.partition}/{message.offset}"
+            origin = message.origin or f"{topic}/{message.partition}/{message.offset}"
             decoded = decode_message(message.value, self.event_type,
                                      max_event_bytes=self.policy.max_event_bytes,
                                      max_message_bytes=self.policy.max_message_bytes)

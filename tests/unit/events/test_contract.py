@@ -31,17 +31,14 @@ from silvertine_streams.events import (
     SignalEvent,
     SignalType,
 )
+from tests.contract import COMMON_FIELDS, FIELDS_OF_TYPE
 
-COMMON_FIELDS = {"event_id", "timestamp", "event_type", "source", "metadata"}
 CONTRACT_FIELDS: dict[type[Event], set[str]] = {
-    MarketDataEvent: {"symbol", "price", "volume", "bid", "ask", "bid_size", "ask_size"},
-    OrderEvent: {"order_id", "symbol", "side", "order_type", "quantity", "price", "stop_price",
-                 "status", "strategy_id"},
-    FillEvent: {"order_id", "symbol", "executed_quantity", "executed_price", "commission",
-                "commission_asset", "exchange", "trade_id"},
-    SignalEvent: {"symbol", "signal_type", "strength", "strategy_id", "reason", "target_price",
-                  "stop_loss", "take_profit"},
-}  # fmt: skip
+    MarketDataEvent: FIELDS_OF_TYPE["market_data"],
+    OrderEvent: FIELDS_OF_TYPE["order"],
+    FillEvent: FIELDS_OF_TYPE["fill"],
+    SignalEvent: FIELDS_OF_TYPE["signal"],
+}
 
 
 def raises_exactly(message: str, build: Callable[[], object]) -> None:

@@ -66,6 +66,44 @@ async def test_the_platforms_integration_case_once_and_not_again() -> None:
     assert metrics["events_duplicate"] == 1
 
 
+async def test_a_replayed_event_passes_the_id_window_and_is_not_remembered() -> None:
+    received: list[MarketDataEvent] = []
+    bus = EventBus()
+    bus.subscribe(received.append, [MARKET_DATA])
+    await bus.start()
+    live = quote()
+    assert await bus.publish(live) is True
+    assert await bus.publish_replayed(live) is True  # a replay delivers it again
+    fresh = quote(price=1.0)
+    assert await bus.publish_replayed(fresh) is True
+    assert await bus.publish(fresh) is True  # the replay did not make it a duplicate
+    assert await bus.publish(live) is False  # the live id is still remembered
+    await bus.stop()
+    assert received == [live, live, fresh, fresh]
+    with pytest.raises(TypeError):
+        await bus.publish_replayed("not an event")  # type: ignore[arg-type]
+
+
+async def test_a_replayed_event_at_a_full_queue_keeps_a_live_ids_memory() -> None:
+    bus = EventBus(max_queue_size=1, overflow={"market_data": "drop_newest"})
+    await bus.start()
+    gate = asyncio.Event()
+
+    async def held(event: MarketDataEvent) -> None:
+        await gate.wait()
+
+    bus.subscribe(held, [MARKET_DATA])
+    first, second = quote(price=1.0), quote(price=2.0)
+    assert await bus.publish(first) is True
+    await until(lambda: bus.get_metrics()["queue_sizes"]["market_data"] == 1
+                and not bus._lanes[MARKET_DATA].queue)
+    assert await bus.publish(second) is True  # queued: the queue is full now
+    assert await bus.publish_replayed(first) is False  # refused by drop_newest
+    assert await bus.publish(first) is False  # still a duplicate of the live one
+    gate.set()
+    await bus.stop()
+
+
 async def test_the_platforms_performance_floor() -> None:
     """10,000 events, one counting handler, more than 1,000 events/s (the platform's test)."""
     count = 0

@@ -56,3 +56,12 @@ def test_entries_that_are_not_events_are_named_and_left_out() -> None:
     batch = _batch("market_data", entries, None)
     assert [e.event_id for e in batch.events] == [good.event_id]
     assert batch.entries == 3 and [entry_id for entry_id, _ in batch.skipped] == ["1-2", "1-3"]
+
+
+def test_drain_returns_everything_oldest_first_and_forgets_it() -> None:
+    recent = RecentlyLogged(lambda t: True)
+    recent.active = True
+    events = [tick(n) for n in range(1, 4)]
+    recent.put([(f"o/0/{n}#0", e) for n, e in enumerate(events)])
+    assert recent.drain() == events
+    assert len(recent) == 0 and recent.drain() == []
