@@ -27,9 +27,11 @@ acknowledges (and deletes) the ingress entries.
   mark; the interval bounds how much log a start re-reads.
 * **Bounds.** The logs' retention and the DLQ's bound apply as in a worker
   (the same settings, the same lease: one trimmer at a time).
-* **One per ingress.** One consumer group reads each stream: run one
-  processor per Redis, and not alongside workers' ingress mirrors (which read
-  the same streams with the same group): a symbol's entries would be split.
+* **One reader per ingress stream.** Workers' ingress mirrors read the same
+  streams with the same group; two readers would split a symbol's entries. So
+  the processor holds each type's ingress lease (``lease:events:<type>``, the
+  mirrors' own) while it reads, and waits, with a warning naming the holder,
+  while a mirror or another processor has it.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ from silvertine_streams.events import (
 from silvertine_streams.handlers.bus import EventBus
 from silvertine_streams.handlers.recent import RecentlyLogged
 from silvertine_streams.observability.metrics import TypeMetrics
+from silvertine_streams.redis.lease import Lease
 from silvertine_streams.redis.streams import IngressEntry, RedisStreamManager
 from silvertine_streams.replay.reader import following_id, log_bounds, read_pages
 from silvertine_streams.sinks.canonical_log import CanonicalLogSink, LogRecord, WriteStatus
@@ -71,6 +74,7 @@ from silvertine_streams.sinks.retention import Retention
 from silvertine_streams.topics import (
     EVENT_TYPES,
     INGRESS_GROUP,
+    ingress_lease,
     ingress_stream,
     processor_checkpoint,
 )
@@ -78,6 +82,9 @@ from silvertine_streams.topics import (
 __all__ = ["EventProcessor"]
 
 log = logging.getLogger(__name__)
+
+LEASE_MS = 5000
+"""How long an ingress lease lasts without renewal (as a worker's mirror holds it)."""
 
 SYSTEM_ORIGIN = "silvertine.processor"
 """The ``origin`` of system events the processor writes to ``log:system`` itself."""
@@ -94,6 +101,8 @@ class _Lane:
     in_flight: set[str] = field(default_factory=set)
     """Entries whose events are in the pipeline (held for a sequence): never offered twice."""
     task: asyncio.Task[None] | None = None
+    lease: Lease | None = None
+    """The type's ingress lease, the one a worker's mirror takes: never both at once."""
 
 
 class EventProcessor:
@@ -192,7 +201,8 @@ class EventProcessor:
                                      metrics=TypeMetrics.for_type(name), recent=self._logged)
             marks = await self._restore_marks(name, saved.get(name))
             state = pipeline.partition(0, partial(dict, marks))
-            self._lanes[name] = _Lane(name, pipeline, state)
+            self._lanes[name] = _Lane(name, pipeline, state, lease=Lease(
+                redis, ingress_lease(name), self.consumer_name, LEASE_MS))
         self._stopping.clear()
         self._running = True
         for lane in self._lanes.values():
@@ -227,6 +237,10 @@ class EventProcessor:
             tasks.append(self._checkpointer)
         results = await asyncio.gather(*tasks, return_exceptions=True)
         self._running = False
+        for lane in self._lanes.values():
+            if lane.lease is not None:
+                with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+                    await lane.lease.release()  # it expires otherwise
         try:
             await self.checkpoint()
         finally:
@@ -258,8 +272,24 @@ class EventProcessor:
         # First (and after an outage): what was read but never acknowledged.
         take_over: str | None = "0-0"
         delay = 0.05
+        warned = False
         while not self._stopping.is_set():
             try:
+                assert lane.lease is not None
+                if not await lane.lease.hold():
+                    # A worker's ingress mirror (or another processor) reads this
+                    # stream: two readers of one group would split its events.
+                    if not warned:
+                        warned = True
+                        log.warning("processor %s: %s is held by %r; waiting for it "
+                                    "(stop the workers' mirrors or the other processor)",
+                                    name, lane.lease.key,
+                                    await manager.redis.get(lane.lease.key))
+                    take_over = "0-0"
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), LEASE_MS / 3000)
+                    continue
+                warned = False
                 if take_over is not None:
                     entries, cursor = await manager.claim_pending(
                         name, self.consumer_name, self.batch_size, take_over)

@@ -40,6 +40,7 @@ from silvertine_streams.errors import LeaseLost
 from silvertine_streams.events import Event, EventUnion
 from silvertine_streams.handlers.effects import RedisArg
 from silvertine_streams.handlers.recent import RecentlyLogged
+from silvertine_streams.redis.lease import Lease
 from silvertine_streams.replay.reader import decode_page, raw_client
 from silvertine_streams.sinks.retry import Backoff, retry_transient
 from silvertine_streams.topics import (
@@ -56,18 +57,6 @@ __all__ = ["Batch", "GroupCompletions", "GroupPosition", "completion_field"]
 
 START = "0-0"
 """The cursor of a group that has handled nothing: the whole log lies after it."""
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 # KEYS: lease, cursor hash, progress hash, completions hash.
 # ARGV: holder, event type, new cursor, entries passed, lease ms, then the
@@ -153,8 +142,7 @@ class GroupPosition:
         self._redis = redis
         self._raw = raw_client(redis)
         self._raw.set_response_callback("XREAD", _identity)
-        self._renew = redis.register_script(_RENEW)
-        self._release = redis.register_script(_RELEASE)
+        self._lease = Lease(redis, self.lease, holder, lease_ms)
         self._advance = redis.register_script(_ADVANCE)
         self._complete = redis.register_script(_COMPLETE)
         self._backoff = Backoff(initial_s=min(0.05, retry_max_s), max_s=retry_max_s)
@@ -163,11 +151,11 @@ class GroupPosition:
 
     async def hold(self) -> bool:
         """Take or renew the lease; return whether this worker holds it now."""
-        return bool(await self._renew(keys=[self.lease], args=[self.holder, self.lease_ms]))
+        return await self._lease.hold()
 
     async def release(self) -> None:
         """Give the lease up (if still ours), so a successor need not wait it out."""
-        await self._release(keys=[self.lease], args=[self.holder])
+        await self._lease.release()
 
     # --- reading ----------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from silvertine_streams.events import (
 from silvertine_streams.events.codec import MAX_EVENT_BYTES, MAX_MESSAGE_BYTES, PREVIEW_BYTES
 from silvertine_streams.kafka.envelopes import Envelope, pack_envelopes
 from silvertine_streams.observability.metrics import DEAD_LETTERS
+from silvertine_streams.redis.lease import Lease
 from silvertine_streams.sinks.dead_letters import DeadLetter, DeadLetterSink
 from silvertine_streams.topics import INGRESS_GROUP, ingress_lease, ingress_stream
 
@@ -46,20 +47,6 @@ log = logging.getLogger(__name__)
 
 SendEnvelope = Callable[[Envelope], Awaitable[None]]
 """Send one envelope to (topic, partition) and return once Kafka confirmed it."""
-
-_RENEW_LEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
-"""
-
-_RELEASE_LEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 STOP_WAIT_S = 5.0
 """How long :meth:`IngressMirror.stop` waits for the round in flight before cancelling it."""
@@ -106,8 +93,7 @@ class IngressMirror:
         self._lease_ms = lease_ms
         self._max_event_bytes = max_event_bytes
         self._max_message_bytes = max_message_bytes
-        self._renew = redis.register_script(_RENEW_LEASE)
-        self._release = redis.register_script(_RELEASE_LEASE)
+        self._lease = Lease(redis, self._lease_key, consumer_name, lease_ms)
         self._holding = False
         self._stopping = asyncio.Event()
         self._running: asyncio.Task[None] | None = None
@@ -144,7 +130,7 @@ class IngressMirror:
                 running.cancel()
                 await asyncio.wait({running})
         try:
-            released = await self._release(keys=[self._lease_key], args=[self._me])
+            released = await self._lease.release()
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             log.warning("ingress mirror %s: lease not released (%s); it expires in %d ms",
                         self._stream, exc, self._lease_ms)
@@ -164,7 +150,7 @@ class IngressMirror:
         Returns:
             the number of entries handled this round.
         """
-        if not await self._renew(keys=[self._lease_key], args=[self._me, self._lease_ms]):
+        if not await self._lease.hold():
             self._holding = False
             await self._pause(self._lease_ms / 3000)
             return 0

@@ -53,6 +53,7 @@ from silvertine_streams.observability.metrics import (
     LOG_RETENTION_HELD,
     LOG_TRIMMED,
 )
+from silvertine_streams.redis.lease import Lease
 from silvertine_streams.sinks.keys import DLQ_INDEX, DLQ_STREAM, dedupe_bucket
 from silvertine_streams.topics import (
     RETENTION_LEASE,
@@ -71,18 +72,6 @@ TRIM_CHUNK = 10_000
 SWEEP_PAGE = 1000
 """``dlq:ids`` fields checked per script call."""
 SWEEP_PAGES_PER_ROUND = 50
-
-_HOLD = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 # The id of the n-th oldest entry (n = ARGV[1]); only the id leaves Redis.
 _NTH_ID = """
@@ -200,8 +189,7 @@ class Retention:
         self._window_s = dedupe_window_s
         self._clock = clock
         self._redis = redis
-        self._hold = redis.register_script(_HOLD)
-        self._release = redis.register_script(_RELEASE)
+        self._lease = Lease(redis, RETENTION_LEASE, holder, self.lease_ms)
         self._nth_id = redis.register_script(_NTH_ID)
         self._trim = redis.register_script(_TRIM)
         self._sweep_script = redis.register_script(_SWEEP)
@@ -212,7 +200,7 @@ class Retention:
         """Run a round every interval while holding the lease, until :meth:`stop`."""
         while not self._stopping.is_set():
             try:
-                if await self._hold(keys=[RETENTION_LEASE], args=[self.holder, self.lease_ms]):
+                if await self._lease.hold():
                     await self.round()
             except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
                 log.warning("retention: waiting for Redis: %s", exc)
@@ -221,7 +209,7 @@ class Retention:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.interval_s)
         with contextlib.suppress(redis_errors.RedisError, OSError):
-            await self._release(keys=[RETENTION_LEASE], args=[self.holder])
+            await self._lease.release()
 
     def stop(self) -> None:
         """End :meth:`run` after the round in hand."""

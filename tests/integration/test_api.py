@@ -43,6 +43,7 @@ from silvertine_streams.sinks.canonical_log import CanonicalLogSink, LogRecord
 from silvertine_streams.topics import (
     EVENT_TYPES,
     INGRESS_GROUP,
+    ingress_lease,
     ingress_stream,
     processor_checkpoint,
 )
@@ -391,3 +392,33 @@ async def test_a_gap_is_reported_into_log_system_and_on_the_bus(
         "sequence_gap", 2, 3)
     assert [a.event_id for a in alerts] == [report["event_id"]]
     assert [e["sequence"] for e in await read_log(redis_client, "order")] == [1, 3]
+
+
+async def test_the_processor_waits_while_a_worker_mirrors_the_stream(
+    manager: RedisStreamManager, redis_client: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A worker's ingress mirror holds the type's lease: reading beside it would
+    # split the stream's entries between the two.
+    lease = ingress_lease("market_data")
+    await redis_client.set(lease, "worker-7", px=60_000)
+    bus = EventBus()
+    received: list[Event] = []
+    bus.subscribe(received.append, ["market_data"])
+    event = MarketDataEvent(symbol="AAPL", price=10.0)
+    await manager.publish_event(event)
+    caplog.set_level(logging.WARNING, logger="silvertine_streams.agents.processor")
+    async with EventProcessor(manager, bus, consumer_name="p",
+                              event_types=["market_data"]) as processor:
+        async def warned() -> bool:
+            return any("worker-7" in r.getMessage() and lease in r.getMessage()
+                       for r in caplog.records)
+
+        await async_wait_for(warned, timeout=10, message="a warning naming the lease holder")
+        assert processor.processed == 0 and received == []
+        assert await redis_client.xlen(ingress_stream("market_data")) == 1
+
+        await redis_client.delete(lease)  # the worker stopped and handed its lease back
+        await settled(processor, bus, 1)
+        assert [e.event_id for e in received] == [event.event_id]
+        assert (await redis_client.get(lease)) == b"p"
+    assert await redis_client.get(lease) is None  # released at stop
