@@ -31,7 +31,8 @@ import sys
 from pathlib import Path
 
 WORKER_RULES = ("on {password} resetkeys ~events:* ~log:* ~ids:* ~dlq ~dlq:* ~lease:* "
-                "resetchannels -@all +@read +@write +@scripting +@connection -@dangerous +info")
+                "~handlers:* ~ops:actions ~processor:* ~sink:replicated resetchannels "
+                "-@all +@read +@write +@scripting +@connection -@dangerous +info +time")
 READER_RULES = "on {password} resetkeys ~* resetchannels -@all +@read +@connection -@dangerous"
 HEALTH_RULES = "on {password} resetkeys resetchannels -@all +ping +@connection"
 """The README's ACL rules (a test checks they are the same), with the password's hash."""

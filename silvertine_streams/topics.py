@@ -22,7 +22,8 @@ DLQ_REQUEUED = "dlq:requeued"
 """Hash ``event_id -> "<dlq entry id> events:<type>/<entry id>; ..."``: requeue history."""
 OPS_ACTIONS = "ops:actions"
 """Stream of operator actions (``dlq purge``/``requeue``, ``rewind``, ``replay --to
-topic:|handlers``): who, when, what, arguments, counts and outcome, one entry each."""
+topic:|handlers``, ``handlers forget``): who, when, what, arguments, counts and outcome,
+one entry each."""
 INGRESS_GROUP = "silvertine-ingress"
 """Redis consumer group the ingress mirror reads ``events:<type>`` with."""
 
@@ -114,7 +115,8 @@ def log_followers(event_type: str) -> str:
 
     The key is ``handlers:followers:<type>``: a group adds its app id when it starts
     following the log, and log retention never trims past the cursor of any app
-    in the set (:mod:`silvertine_streams.sinks.retention`).
+    in the set (:mod:`silvertine_streams.sinks.retention`) until ``silvertine
+    handlers forget`` removes it (:mod:`silvertine_streams.ops.handler_groups`).
     """
     return f"handlers:followers:{event_type}"
 

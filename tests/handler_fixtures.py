@@ -92,3 +92,12 @@ def setup_recorders(bus: HandlerRegistry) -> None:
     """Subscribe the at-least-once recorder and the exactly-once counter."""
     bus.subscribe(record_seen, ["market_data", "order"], name="recorder")
     bus.subscribe(count_once, ["order"], name="once", idempotent=True)
+
+
+COUNTED: list[str] = []
+"""Event ids ``count_market_data`` saw, in this process (needs no Redis of its own)."""
+
+
+def count_market_data(bus: HandlerRegistry) -> None:
+    """Subscribe an in-memory counter to market data (a handler group with no I/O of its own)."""
+    bus.subscribe(lambda event: COUNTED.append(event.event_id), ["market_data"], name="count")

@@ -1,7 +1,7 @@
 """Audited operator actions: confirmed before, recorded after.
 
-``dlq purge``, ``dlq requeue``, ``rewind`` and ``replay --to topic:…|handlers``
-change state or re-execute events. Each runs inside :func:`audited` and asks
+``dlq purge``, ``dlq requeue``, ``rewind``, ``replay --to topic:…|handlers`` and
+``handlers forget`` change state or re-execute events. Each runs inside :func:`audited` and asks
 with :func:`confirm` before it changes anything:
 
 * ``--yes`` skips the question;
@@ -12,7 +12,8 @@ with :func:`confirm` before it changes anything:
 :func:`audited` writes exactly one record per run to ``ops:actions``
 (:mod:`silvertine_streams.ops.actions`), whatever the outcome: ``done``,
 ``refused`` (no ``--yes``, declined at the prompt, or refused by the engine:
-workers running, an engine topic, no ``--handlers``) or ``failed``. Refusals
+workers running, a handler group running, an engine topic, no ``--handlers``) or
+``failed``. Refusals
 are recorded on purpose: "a cron job tried to purge the DLQ every night and
 was refused" is what the trail is for. Arguments too malformed to parse stop
 before a command reaches its servers and leave no record; nothing was tried.
@@ -57,7 +58,7 @@ class Action:
     """One audited action in progress; the command fills in what it learns.
 
     Attributes:
-        name: ``dlq purge``, ``dlq requeue``, ``rewind`` or ``replay``.
+        name: ``dlq purge``, ``dlq requeue``, ``rewind``, ``replay`` or ``handlers forget``.
         args: the command's arguments, and context such as the consumer group.
         counts: what it did (or would do, until it is done).
     """

@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 @config_option
 @click.argument("event_id", required=False)
 @click.option("--actions", "list_actions", is_flag=True,
-              help="list the recorded operator actions (dlq purge/requeue, rewind, replay) "
-                   "instead of auditing an event")
+              help="list the recorded operator actions (dlq purge/requeue, rewind, replay, "
+                   "handlers forget) instead of auditing an event")
 @click.option("--limit", default=50, show_default=True,
               help="--actions: newest actions to show (0 = all in the time range)")
 @click.option("--type", "types", multiple=True, type=EVENT_TYPE,

@@ -11,6 +11,7 @@ import click
 from silvertine_streams.cli.audit import audit
 from silvertine_streams.cli.demo import demo
 from silvertine_streams.cli.dlq import dlq
+from silvertine_streams.cli.handlers import handlers
 from silvertine_streams.cli.monitor import monitor
 from silvertine_streams.cli.replay import replay
 from silvertine_streams.cli.rewind import rewind
@@ -28,7 +29,7 @@ def main(debug: bool) -> None:
 
 
 FAMILIES: tuple[click.Command, ...] = (
-    stack, worker, demo, replay, rewind, audit, dlq, monitor,
+    stack, worker, demo, replay, rewind, audit, dlq, handlers, monitor,
 )
 """Every command family of ``silvertine``, in the order a reader meets them."""
 

@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from silvertine_streams.errors import LeaseLost
@@ -133,6 +134,14 @@ class HandlerGroup:
                     log.warning("handler group %s waiting for Redis: %s", name, exc)
                     await self._pause(delay)
                     delay = min(delay * 2, 2.0)
+                except ResponseError as exc:
+                    # Redis refused a command (NOPERM from an ACL without the
+                    # handlers:* keys, OOM at maxmemory): the handlers wait,
+                    # their lag grows and alerts; the pipeline logs on.
+                    log.error("handler group %s: Redis refused a command (%s); "
+                              "retrying in %.1fs", name, exc, delay)
+                    await self._pause(delay)
+                    delay = min(delay * 2, 10.0)
                 finally:
                     HANDLER_GROUP_HELD.labels(name).set(0)
             try:

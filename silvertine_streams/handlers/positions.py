@@ -163,7 +163,9 @@ class GroupPosition:
         """Register the group as a reader of ``log:<type>``, so retention never trims past it.
 
         Adds the app id to ``handlers:followers:<type>``; the group stays a reader
-        until an operator removes it (``SREM``), however long it is stopped.
+        until an operator forgets it (``silvertine handlers forget``), however long
+        it is stopped; forgotten, it registers again here and starts from the
+        start of what the log still holds (it has no cursor any more).
         """
         await self._redis.sadd(log_followers(event_type), self.app_id)
 

@@ -1,11 +1,12 @@
 """The operator-action trail: one entry per audited action in the Redis stream ``ops:actions``.
 
-``dlq purge``, ``dlq requeue``, ``rewind`` and ``replay --to topic:…|handlers``
-each leave one :class:`ActionRecord`: who (OS user, host, pid), when, what (the
-action and its command line), the arguments, the counts (letters purged or
-requeued, partitions rewound, events replayed) and the outcome: ``done``,
-``refused`` (nothing was changed; the reason says why) or ``failed`` (with the
-error). ``silvertine audit --actions`` lists them.
+``dlq purge``, ``dlq requeue``, ``rewind``, ``replay --to topic:…|handlers`` and
+``handlers forget`` each leave one :class:`ActionRecord`: who (OS user, host,
+pid), when, what (the action and its command line), the arguments, the counts
+(letters purged or requeued, partitions rewound, events replayed, log types an
+app was forgotten for) and the outcome: ``done``, ``refused`` (nothing was
+changed; the reason says why) or ``failed`` (with the error). ``silvertine
+audit --actions`` lists them.
 
 The ``silvertine`` commands record around each tool call
 (:mod:`silvertine_streams.cli.actions`), not the tools themselves: only the
@@ -57,7 +58,8 @@ class ActionRecord:
     """One operator action, as recorded.
 
     Attributes:
-        action: what was done: ``dlq purge``, ``dlq requeue``, ``rewind``, ``replay``.
+        action: what was done: ``dlq purge``, ``dlq requeue``, ``rewind``, ``replay``,
+            ``handlers forget``.
         outcome: ``done``, ``refused`` (nothing changed) or ``failed``.
         user: the OS user who ran it.
         host: the machine it ran on.
@@ -65,7 +67,7 @@ class ActionRecord:
         command: the command line, as the command understood it (secrets hidden).
         args: its arguments and the context that matters (e.g. the consumer group).
         counts: what it did or would have done (``purged``, ``requeued``,
-            ``partitions``, ``replayed``, …).
+            ``partitions``, ``replayed``, ``forgotten``, …).
         reason: why it was refused or failed ('' when done).
         started_at: when it started (the operator's clock, UTC).
         duration_s: how long it took, prompt included.

@@ -28,6 +28,7 @@ from silvertine_streams.observability.metrics import REGISTRY
 from silvertine_streams.sinks import CanonicalLogSink, LogRecord
 from silvertine_streams.topics import (
     handler_completions,
+    handler_cursor,
     handler_group,
     handler_lease,
     handler_progress,
@@ -142,6 +143,30 @@ async def test_every_logged_event_reaches_the_handlers_in_order_and_the_cursor_f
         "silvertine_handler_lag", {"group": handler_group(app_id), "event_type": "order"}) == 0
     assert await group.stop(5.0)
     assert await redis_client.get(handler_lease(app_id)) is None  # released on a stop
+
+
+async def test_a_command_redis_refuses_holds_the_group_back_without_ending_it(
+    redis_client: Redis, app_id: str, running: list[asyncio.Task[None]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A key of the wrong type stands in for any refusal (NOPERM from an ACL, OOM).
+    events = orders(5)
+    await log_events(redis_client, events)
+    await redis_client.set(handler_cursor(app_id), "not a hash")
+    recorder = Recorder()
+    caplog.set_level("ERROR", logger="silvertine_streams.handlers.group")
+    group = make_group(redis_client, app_id, "w1",
+                       lambda bus: bus.subscribe(recorder, ["order"], name="recorder"))
+    task = asyncio.ensure_future(group.run())
+    running.append(task)
+    await wait_until(lambda: any("Redis refused a command" in r.getMessage()
+                                 for r in caplog.records), "the refusal to be logged")
+    assert recorder.seen == [] and not task.done()
+
+    await redis_client.delete(handler_cursor(app_id))  # the operator fixed it
+    await wait_until(lambda: len(recorder.seen) == len(events),
+                     "the group to go on once Redis accepts", timeout=20)
+    assert recorder.seen == [e.event_id for e in events]
 
 
 async def test_a_crash_mid_batch_hands_the_unfinished_batch_to_the_next_holder_first(

@@ -26,7 +26,7 @@ from silvertine_streams.errors import CredentialsRefused, ServerUnavailable
 from silvertine_streams.kafka.admin import ensure_topics
 from silvertine_streams.kafka.clients import check_kafka_login, kafka_consumer
 from silvertine_streams.settings import Settings, settings_env
-from silvertine_streams.topics import log_stream
+from silvertine_streams.topics import handler_progress, log_stream
 from tests.helpers import async_wait_for
 from tests.tls_support import (
     READER_PASSWORD,
@@ -61,9 +61,14 @@ def lines_of(done: subprocess.CompletedProcess[str]) -> list[str]:
 async def test_a_worker_logs_over_tls_what_the_publisher_sends_over_tls(
         tmp_path: Path, pki: Pki, tls_redis: TlsRedis, tls_kafka: TlsKafka,
         tls_admin: Redis) -> None:
-    settings = secure_settings(tmp_path, pki, tls_redis, tls_kafka)
+    # With a handler group and retention rounds too: their keys, scripts and
+    # commands (TIME) must be within the README's worker ACL.
+    settings = secure_settings(tmp_path, pki, tls_redis, tls_kafka,
+                               handlers=("tests.handler_fixtures:count_market_data",),
+                               log_retention={"market_data": 3600.0}, retention_interval_s=0.2)
     await ensure_topics(settings)
-    worker = WorkerProcess(settings, tmp_path / "worker.log", metrics_port=free_port()).start()
+    worker = WorkerProcess(settings, tmp_path / "worker.log", metrics_port=free_port(),
+                           extra_env={"PYTHONPATH": os.getcwd()}).start()
     try:
         events = [MarketDataEvent(symbol=f"SYM{i % 5}", price=100.0 + i, source="tls-test")
                   for i in range(EVENTS)]
@@ -75,6 +80,14 @@ async def test_a_worker_logs_over_tls_what_the_publisher_sends_over_tls(
 
         await async_wait_for(logged, timeout=DEADLINE_S, interval=0.2,
                              message=f"the worker to log {EVENTS} events\n{worker.log_tail()}")
+
+        async def handled() -> bool:
+            done = await tls_admin.hget(handler_progress(settings.app_id), "market_data")
+            return int(done or 0) == EVENTS
+
+        await async_wait_for(handled, timeout=DEADLINE_S, interval=0.2,
+                             message=f"the handler group to finish {EVENTS} entries\n"
+                             f"{worker.log_tail()}")
         assert worker.alive(), worker.log_tail()
         # The operators' settings: the read-only ACL user. The monitor needs no Redis at all.
         reader = secure_settings(tmp_path, pki, tls_redis, tls_kafka, user=READER_USER,

@@ -22,6 +22,7 @@ from silvertine_streams.cli import main
 from silvertine_streams.cli.audit import audit
 from silvertine_streams.cli.demo import demo
 from silvertine_streams.cli.dlq import dlq
+from silvertine_streams.cli.handlers import handlers
 from silvertine_streams.cli.main import FAMILIES
 from silvertine_streams.cli.monitor import monitor
 from silvertine_streams.cli.replay import replay
@@ -33,6 +34,7 @@ EXPECTED = {
     ("stack",), ("stack", "up"), ("stack", "down"), ("stack", "status"),
     ("worker",), ("demo",), ("replay",), ("rewind",), ("audit",),
     ("dlq",), ("dlq", "list"), ("dlq", "requeue"), ("dlq", "purge"),
+    ("handlers",), ("handlers", "list"), ("handlers", "forget"),
     ("monitor",),
 }
 """Every command path under ``silvertine``; a new command is added here on purpose."""
@@ -52,7 +54,8 @@ def test_the_command_tree_is_exactly_the_expected_commands() -> None:
 def test_each_family_module_s_command_is_the_one_registered_under_its_name() -> None:
     # One module per family (cli/<name>.py defines the command <name>), all on the group.
     by_module = {"stack": stack, "worker": worker, "demo": demo, "replay": replay,
-                 "rewind": rewind, "audit": audit, "dlq": dlq, "monitor": monitor}
+                 "rewind": rewind, "audit": audit, "dlq": dlq, "handlers": handlers,
+                 "monitor": monitor}
     assert tuple(by_module.values()) == FAMILIES
     for name, command in by_module.items():
         assert command.name == name
@@ -123,8 +126,11 @@ def test_a_bad_lane_stops_the_worker_before_any_server_is_started(
     assert not data_dir.exists()
 
 
-@pytest.mark.parametrize("path", sorted(p for p in EXPECTED if p not in {("stack",), ("dlq",)}),
-                         ids=" ".join)
+GROUPS = {("stack",), ("dlq",), ("handlers",)}
+"""Command groups: they load no settings themselves, their subcommands do."""
+
+
+@pytest.mark.parametrize("path", sorted(p for p in EXPECTED if p not in GROUPS), ids=" ".join)
 def test_every_command_that_loads_settings_takes_a_config_file(path: tuple[str, ...]) -> None:
     output = CliRunner().invoke(main, [*path, "--help"]).output
     assert "--config PATH" in output and "SILVERTINE_CONFIG" in output
