@@ -112,6 +112,8 @@ class SoakRun:
     produced: int = 0
     drained: bool = False
     note: str = ""
+    redis_keys: dict[str, float] = field(default_factory=dict)
+    """MB per Redis key family (``MEMORY USAGE``) at the end: what Redis holds."""
 
 
 # --- measuring -----------------------------------------------------------------
@@ -268,9 +270,26 @@ async def soak(ctx: BenchContext, run: SoakRun) -> None:
                 break
             await asyncio.sleep(1.0)
         run.samples.append(await _sample(ctx, w, t0, produced[0]))
+        run.redis_keys = await _redis_keys(ctx)
     finally:
         await publisher.close()
         w.child.stop()
+
+
+async def _redis_keys(ctx: BenchContext, top: int = 8) -> dict[str, float]:
+    """MB held per key family (``log:market_data``, ``ids:order``, ``handlers:…``)."""
+    redis = ctx.redis()
+    try:
+        sizes: dict[str, float] = {}
+        async for key in redis.scan_iter(count=1000):
+            name = key.decode()
+            family = ":".join(name.split(":")[:2]) if not name.startswith("handlers:") \
+                else "handlers:<app>:" + name.rsplit(":", 1)[-1]
+            used = await redis.memory_usage(key, samples=0) or 0
+            sizes[family] = sizes.get(family, 0.0) + used / 1e6
+    finally:
+        await redis.aclose()
+    return dict(sorted(sizes.items(), key=lambda kv: -kv[1])[:top])
 
 
 # --- analysis and the RESULTS.md section ---------------------------------------
@@ -326,6 +345,9 @@ def render(run: SoakRun, work_dir: str) -> str:
                   f"group ({'drained' if run.drained else '**not drained** within 120 s'}), "
                   f"{last.dlq:,} in the DLQ."
                   + (f" {run.note}" if run.note else "")]
+    if run.redis_keys:
+        lines += ["", "What Redis held at the end (`MEMORY USAGE` per key family, MB): "
+                  + ", ".join(f"`{k}` {v:,.1f}" for k, v in run.redis_keys.items()) + "."]
     lines += ["", "<details><summary>the series, every minute</summary>", "",
               "| min | worker MB | redis RSS MB | redis used MB | broker MB | published | "
               "logged | handled |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
