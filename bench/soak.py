@@ -52,7 +52,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.harness import BenchContext, Worker, free_port, start_stack, worker
+from bench.harness import (
+    BenchContext,
+    Worker,
+    cpu_seconds,
+    free_port,
+    start_stack,
+    tree_cpu_seconds,
+    worker,
+)
 from bench.load import QuoteFeed, paced
 from bench.report import SOAK_BEGIN, SOAK_END, machine_facts
 from silvertine_streams.events import (
@@ -96,6 +104,10 @@ class Sample:
     logged: int
     handled: int
     dlq: int
+    worker_cpu: float = math.nan
+    """CPU seconds so far (worker tree, redis-server, broker): who is busy, who waits."""
+    redis_cpu: float = math.nan
+    kafka_cpu: float = math.nan
 
 
 @dataclass
@@ -218,7 +230,10 @@ async def _sample(ctx: BenchContext, w: Worker, t0: float, produced: int) -> Sam
         redis_rss=rss_mb(ctx.server_pids["redis"]) or math.nan,
         redis_used=int(info["used_memory"]) / 1e6,
         kafka_rss=rss_mb(ctx.server_pids["kafka"]) or math.nan,
-        produced=produced, logged=logged, handled=handled, dlq=dlq)
+        produced=produced, logged=logged, handled=handled, dlq=dlq,
+        worker_cpu=tree_cpu_seconds(w.child.pid) or math.nan,
+        redis_cpu=cpu_seconds(ctx.server_pids["redis"]) or math.nan,
+        kafka_cpu=cpu_seconds(ctx.server_pids["kafka"]) or math.nan)
 
 
 async def soak(ctx: BenchContext, run: SoakRun) -> None:
@@ -311,6 +326,47 @@ def fit(points: list[tuple[float, float]]) -> tuple[float, float, float]:
     return b, math.sqrt(residual / (n - 2) / sxx), a
 
 
+BEHIND_S = 10.0
+"""The pipeline *kept up* while its log was less than this many seconds of load behind."""
+
+
+def kept_up_until(run: SoakRun) -> float | None:
+    """Seconds into the load when the log first fell ``BEHIND_S`` behind; None if never."""
+    for sample in run.samples:
+        if sample.t_s <= run.minutes * 60 + 1 and \
+                sample.produced - sample.logged > run.rate * BEHIND_S:
+            return sample.t_s
+    return None
+
+
+def _series_table(run: SoakRun, during: list[Sample], warm: list[Sample]) -> list[str]:
+    """One row per series: values, the slope over ``warm``, per event logged in ``warm``."""
+    minutes = [(s.t_s / 60, float(s.logged)) for s in warm]
+    logged_per_min = fit(minutes)[0]
+    lines = [f"Fit over {warm[0].t_s / 60:.1f}–{warm[-1].t_s / 60:.1f} min ({len(warm)} "
+             f"samples); events logged meanwhile: {logged_per_min / 60:,.0f}/s "
+             f"(offered {run.rate:,.0f}/s). *bytes/event* = slope / events logged per minute.",
+             "", "| series | at start | after warm-up | end of window | max | slope MB/min "
+             "(± std. error) | MB/hour | bytes/event | verdict |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for key, label in SERIES.items():
+        values = [getattr(s, key) for s in during]
+        slope, error, _ = fit([(s.t_s / 60, getattr(s, key)) for s in warm])
+        verdict = ("**growing**" if slope > FLAT_MB_PER_MIN else "flat"
+                   if math.isfinite(slope) else "–")
+        per_event = slope * 1e6 / logged_per_min if logged_per_min > 0 else math.nan
+        lines.append(f"| {label} | {values[0]:,.1f} | {getattr(warm[0], key):,.1f} | "
+                     f"{getattr(warm[-1], key):,.1f} | {max(values):,.1f} | "
+                     f"{slope:+.3f} (± {error:.3f}) | {slope * 60:+,.1f} | {per_event:+,.1f} | "
+                     f"{verdict} |")
+    return lines
+
+
+def _cpu_cell(a: Sample, b: Sample, key: str) -> str:
+    used = (getattr(b, key) - getattr(a, key)) / (b.t_s - a.t_s) if b.t_s > a.t_s else math.nan
+    return "–" if not math.isfinite(used) else f"{used:.0%}"
+
+
 def render(run: SoakRun, work_dir: str) -> str:
     """The ``## Soak`` section of ``RESULTS.md``, between the soak markers."""
     load_s = run.minutes * 60
@@ -319,25 +375,25 @@ def render(run: SoakRun, work_dir: str) -> str:
     lines = [BEGIN, "", "## Soak: memory under steady load (MB/min after warm-up)", "",
              (__doc__ or "").split("\n\n", 1)[1].split("\n\nThe section it writes")[0].strip(),
              "", f"This run: {run.minutes:g} min at {run.rate:,.0f} events/s, samples every "
-             f"{run.sample_s:g} s, warm-up {run.warmup_fraction:.0%} of the run (the fit uses "
-             f"{len(warm)} samples from {warm[0].t_s / 60 if warm else math.nan:.1f} min on). "
+             f"{run.sample_s:g} s, warm-up {run.warmup_fraction:.0%} of the run. "
              f"Settings passed: {', '.join(f'`{k}={v}`' for k, v in run.env.items()) or 'none'}."
              f" Samples: `{work_dir}/soak-samples.json`.", "",
              "| fact | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in run.facts.items()]
-    lines += ["", "| series | at start | after warm-up | at end | max | slope MB/min "
-              "(± std. error) | MB/hour | bytes/event | verdict |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for key, label in SERIES.items():
-        values = [getattr(s, key) for s in during]
-        if not values or not warm:
-            continue
-        slope, error, _ = fit([(s.t_s / 60, getattr(s, key)) for s in warm])
-        verdict = ("**growing**" if slope > FLAT_MB_PER_MIN else "flat"
-                   if math.isfinite(slope) else "–")
-        lines.append(f"| {label} | {values[0]:,.1f} | {getattr(warm[0], key):,.1f} | "
-                     f"{values[-1]:,.1f} | {max(values):,.1f} | {slope:+.3f} (± {error:.3f}) | "
-                     f"{slope * 60:+,.1f} | {slope * 1e6 / (run.rate * 60):+,.1f} | {verdict} |")
+    behind = kept_up_until(run)
+    if len(warm) >= 3:
+        lines += ["", "**After warm-up, to the end of the load:**", ""]
+        lines += _series_table(run, during, warm)
+        kept = [s for s in warm if behind is None or s.t_s < behind]
+        if behind is not None and len(kept) >= 3:
+            lines += ["", f"**While the pipeline kept up** (the log fell more than "
+                      f"{BEHIND_S:g} s of load behind at {behind / 60:.1f} min; after that "
+                      "Redis and the worker grow only as fast as events get through, so the "
+                      "window above understates them):", ""]
+            lines += _series_table(run, during, kept)
+        elif behind is not None:
+            lines += ["", f"The log fell more than {BEHIND_S:g} s of load behind at "
+                      f"{behind / 60:.1f} min, before the warm-up ended."]
     last = run.samples[-1] if run.samples else None
     if last is not None:
         lines += ["", f"Throughput check: {run.produced:,} events published; at the end "
@@ -349,13 +405,17 @@ def render(run: SoakRun, work_dir: str) -> str:
         lines += ["", "What Redis held at the end (`MEMORY USAGE` per key family, MB): "
                   + ", ".join(f"`{k}` {v:,.1f}" for k, v in run.redis_keys.items()) + "."]
     lines += ["", "<details><summary>the series, every minute</summary>", "",
+              "*CPU* columns: share of one core over the minute before the sample.", "",
               "| min | worker MB | redis RSS MB | redis used MB | broker MB | published | "
-              "logged | handled |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "logged | handled | worker CPU | redis CPU | broker CPU |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     step = max(1, round(60 / run.sample_s))
-    for s in run.samples[::step] + run.samples[-1:]:
+    picked = run.samples[::step] + run.samples[-1:]
+    for before, s in zip([picked[0], *picked], picked, strict=False):
         lines.append(f"| {s.t_s / 60:.1f} | {s.worker_rss:,.1f} | {s.redis_rss:,.1f} | "
                      f"{s.redis_used:,.1f} | {s.kafka_rss:,.1f} | {s.produced:,} | "
-                     f"{s.logged:,} | {s.handled:,} |")
+                     f"{s.logged:,} | {s.handled:,} | {_cpu_cell(before, s, 'worker_cpu')} | "
+                     f"{_cpu_cell(before, s, 'redis_cpu')} | {_cpu_cell(before, s, 'kafka_cpu')} |")
     lines += ["", "</details>"]
     if NOTES.exists():
         lines += ["", "### Analysis", "", NOTES.read_text().strip()]
