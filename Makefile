@@ -6,9 +6,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_SECONDS ?= 30
+SOAK_MINUTES ?= 20
+SOAK_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench lint typecheck stack-up stack-down clean install system-tools
+.PHONY: demo test bench bench-peers soak lint typecheck stack-up stack-down clean install system-tools
 
 install: $(STAMP)
 
@@ -53,6 +55,20 @@ test: $(STAMP) system-tools
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# Single-event consumption against peers: the worker, Quix Streams 3 (from a venv of its own:
+# installing it into $(VENV) would downgrade pydantic and confluent-kafka) and the raw floor.
+# `make bench` measures them too (it builds the venv on first use); this runs them alone and
+# leaves bench/RESULTS.md as it is.
+bench-peers: $(STAMP)
+	$(BIN)/python -m bench.peers
+	mkdir -p .silvertine
+	$(BIN)/python -m bench single --output .silvertine/bench-peers.md
+
+# Memory of the worker, Redis and the broker under 2,000 events/s for SOAK_MINUTES; the
+# slopes go into bench/RESULTS.md. Settings: SOAK_ARGS='--env SILVERTINE_X=...'.
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check silvertine_streams tests bench
 
@@ -67,4 +83,4 @@ stack-down: $(STAMP)
 
 clean:
 	-test -x $(BIN)/silvertine && $(BIN)/silvertine stack down
-	rm -rf $(VENV) .silvertine .pytest_cache .hypothesis
+	rm -rf $(VENV) bench/.venv-quix .silvertine .pytest_cache .hypothesis

@@ -15,5 +15,10 @@ Layout, so later scenarios slot in beside the first one:
   ``bench/notes/<scenario>.md`` is copied into ``RESULTS.md``.
 * the programs the scenarios run as subprocesses: ``bench/silvertine_worker.py``
   (the product worker plus a start mark and experiment knobs), :mod:`bench.plain_agent`
-  (the baseline Faust app), :mod:`bench.raw_floor` (aiokafka → pipelined XADD).
+  (the baseline Faust app), :mod:`bench.raw_floor` (aiokafka → pipelined XADD), and
+  ``bench/quix_consumer.py`` (Quix Streams 3, a peer, run from the venv :mod:`bench.peers`
+  builds: ``bench/.venv-quix``).
+* :mod:`bench.soak` (``make soak``): a separate, long run (20 min by default) sampling
+  the memory of the worker, Redis and the broker under steady load; its section of
+  ``RESULTS.md`` sits between soak markers that ``python -m bench`` keeps.
 """

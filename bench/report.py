@@ -329,6 +329,16 @@ def _throughput_table(report: ScenarioReport) -> list[str]:
     return lines
 
 
+SOAK_BEGIN, SOAK_END = "<!-- soak:begin -->", "<!-- soak:end -->"
+"""The soak's section (``bench/soak.py``): a separate, longer run that this writer keeps."""
+
+
 def write_results(path: Path, facts: dict[str, str], reports: list[ScenarioReport],
                   command: str) -> None:
-    path.write_text(render(facts, reports, command))
+    """Write ``path`` from these reports, keeping its soak section if it has one."""
+    text = render(facts, reports, command)
+    old = path.read_text() if path.exists() else ""
+    if SOAK_BEGIN in old and SOAK_END in old:
+        block = old[old.index(SOAK_BEGIN):old.index(SOAK_END) + len(SOAK_END)]
+        text += "\n" + block + "\n"
+    path.write_text(text)

@@ -14,12 +14,17 @@ round so the machine's noise hits them alike:
   a worker started on a backlog is overloaded by definition and would
   (correctly, and counted) conflate the ticks, which would measure shedding,
   not throughput.
+* **Quix Streams 3** (`bench/quix_consumer.py`, a peer): a Quix `Application`
+  (a fresh consumer group, earliest offset) with Quix's `json` value
+  deserialiser and a `BatchingSink` that XADDs each checkpoint's items (values
+  serialised back to JSON) in one pipelined round trip; checkpoints every 0.1 s
+  (`commit_interval`; Quix's default of 5 s would make the last checkpoint
+  longer than the other variants' whole run). No validation, dedupe or
+  sequencing. It runs from a venv of its own, `bench/.venv-quix` (built on
+  first use by `bench/peers.py`, pinned): installing Quix into the project's
+  venv downgrades pydantic, pydantic-settings and confluent-kafka.
 * **raw floor** (`bench/raw_floor.py`): aiokafka `getmany` → pipelined XADD of
   every message as it is, one round trip per fetch; no checks, no group.
-
-Quix Streams is not measured: installing it into the project's environment
-downgrades pydantic, pydantic-settings and confluent-kafka (its pins), which
-the product depends on; run it from a separate environment to compare.
 
 The clock runs from the process's first consumed message (its own mark) to
 the moment `XLEN` of its Redis stream reaches N (polled every 5 ms).
@@ -33,8 +38,20 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from bench.harness import SOURCE_TREE, BenchContext, BenchError, Experiment, floor, worker
+from bench.harness import (
+    SOURCE_TREE,
+    BenchContext,
+    BenchError,
+    Child,
+    Experiment,
+    Worker,
+    child_env,
+    floor,
+    run_dir,
+    worker,
+)
 from bench.measure import count_messages, measure_until_xlen, reset_redis
+from bench.peers import quix_python, quix_version
 from bench.pipeline_throughput import make_events
 from bench.profiling import Profile
 from bench.report import Ratio, Row, Run, ScenarioReport, Target
@@ -49,6 +66,9 @@ SYMBOLS = 16
 EVENTS = 20_000
 QUICK_DIVISOR = 10
 FLOOR_STREAM = "bench:floor:log"
+QUIX_STREAM = "bench:quix:log"
+QUIX_SCRIPT = Path(__file__).with_name("quix_consumer.py")
+QUIX_COMMIT_S = 0.1
 TARGET_VS_FLOOR = 0.5
 WORKER_ENV = {"SILVERTINE_OVERFLOW_POLICIES": "market_data=block"}
 
@@ -77,13 +97,22 @@ async def produce_singles(ctx: BenchContext, events: list[Event]) -> None:
 
 
 async def run(ctx: BenchContext) -> ScenarioReport:
-    """Options (``-o KEY=VALUE``): ``variants`` (comma list of worker, floor; experiments
-    always run), ``events``."""
+    """Options (``-o KEY=VALUE``): ``variants`` (comma list of worker, quix, floor;
+    experiments always run), ``events``, ``quix_commit_s`` (Quix's commit interval)."""
     events_n = int(ctx.options.get("events", EVENTS // (QUICK_DIVISOR if ctx.quick else 1)))
-    chosen = [v for v in ctx.options.get("variants", "worker,floor").split(",") if v]
-    if unknown := set(chosen) - {"worker", "floor"}:
-        raise BenchError(f"unknown variants {sorted(unknown)}; known: worker, floor")
+    chosen = [v for v in ctx.options.get("variants", "worker,quix,floor").split(",") if v]
+    if unknown := set(chosen) - {"worker", "quix", "floor"}:
+        raise BenchError(f"unknown variants {sorted(unknown)}; known: worker, quix, floor")
     say = ctx.say
+    quix_note = ""
+    if "quix" in chosen:
+        try:
+            ctx.options["quix_python"] = str(quix_python(say=say))
+            quix_note = f"Quix: {quix_version(Path(ctx.options['quix_python']))}."
+        except BenchError as exc:
+            chosen.remove("quix")
+            quix_note = f"**Quix Streams was not measured:** {exc}"
+            say(f"[{NAME}] {quix_note}")
     await ensure_topics(ctx.settings)
     started = time.monotonic()
     await produce_singles(ctx, make_events(events_n, SYMBOLS))
@@ -102,6 +131,9 @@ async def run(ctx: BenchContext) -> ScenarioReport:
         rows[f"exp:{experiment.name}"] = Row(
             f"exp:{experiment.name}", f"experiment **{experiment.name}**: worker{where}"
             f"{' with ' if settings else ''}{settings}")
+    if "quix" in chosen:
+        rows["quix"] = Row("quix", "Quix Streams 3: json deserialiser → batching sink, "
+                           "pipelined XADD per checkpoint")
     if "floor" in chosen:
         rows["floor"] = Row("floor", "raw floor: aiokafka getmany → pipelined XADD per fetch")
     experiments = {f"exp:{e.name}": e for e in ctx.experiments}
@@ -117,8 +149,11 @@ async def run(ctx: BenchContext) -> ScenarioReport:
                 f"{(result.cpu_us_per_event('worker') or float('nan')):.1f} µs/event) "
                 f"{result.extra}")
 
-    report = ScenarioReport(name=NAME, title=TITLE, description=_description(events_n, ctx),
+    report = ScenarioReport(name=NAME, title=TITLE,
+                            description=_description(events_n, ctx, quix_note),
                             rows=list(rows.values()))
+    if "worker" in rows and "quix" in rows:
+        report.ratios.append(Ratio("worker / Quix Streams", "worker", "quix"))
     if "floor" in rows:
         for key in rows:
             if key != "floor":
@@ -161,6 +196,9 @@ async def _measure(ctx: BenchContext, key: str, label: str, events_n: int,
         w = floor(ctx, NAME, label, topic=event_topic("market_data"), stream=FLOOR_STREAM,
                   events=events_n)
         stream = FLOOR_STREAM
+    elif key == "quix":
+        w = _quix(ctx, label)
+        stream = QUIX_STREAM
     else:
         w = worker(ctx, NAME, label, experiment=experiments.get(key), env=WORKER_ENV)
         stream = log_stream("market_data")
@@ -171,13 +209,31 @@ async def _measure(ctx: BenchContext, key: str, label: str, events_n: int,
         w.child.stop()
 
 
-def _description(events_n: int, ctx: BenchContext) -> str:
+def _quix(ctx: BenchContext, label: str) -> Worker:
+    """The Quix app (:mod:`bench.quix_consumer`) in its own venv, a fresh consumer group."""
+    directory = run_dir(ctx, NAME, label)
+    mark = directory / "mark"
+    s = ctx.settings
+    variables = child_env(
+        s, BENCH_KAFKA_BOOTSTRAP=",".join(s.kafka_bootstrap), BENCH_REDIS_URL=str(s.redis_url),
+        BENCH_TOPIC=event_topic("market_data"), BENCH_STREAM=QUIX_STREAM,
+        BENCH_GROUP=f"bench-quix-{directory.name}", BENCH_MARK_FILE=str(mark),
+        BENCH_QUIX_COMMIT_S=ctx.options.get("quix_commit_s", str(QUIX_COMMIT_S)))
+    variables.pop("PYTHONPATH", None)  # its own venv: nothing of ours on its path
+    child = Child(f"quix {label}", [ctx.options["quix_python"], str(QUIX_SCRIPT)], variables,
+                  directory / "process.log", directory)
+    return Worker(child, mark, s)
+
+
+def _description(events_n: int, ctx: BenchContext, quix_note: str = "") -> str:
     return (
         (__doc__ or "").split("\n\n", 1)[1].strip()
+        + (f"\n\n{quix_note}" if quix_note else "")
         + f"\n\nThis run: {events_n:,} messages, {SYMBOLS} symbols, "
         f"{ctx.settings.partitions} partitions, fetch wait {ctx.settings.fetch_wait_ms} ms, "
         f"tables `{ctx.settings.table_store}`; {ctx.runs} rounds. Redis is flushed and its "
         "AOF compacted before every run. CPU columns: CPU seconds each process burned "
         "between the first consumed message and the end, per event (worker = the process "
-        "under test; redis and kafka = the embedded servers)."
+        "under test; redis and kafka = the embedded servers). Quix checkpoints every "
+        f"{ctx.options.get('quix_commit_s', QUIX_COMMIT_S)} s."
     )
