@@ -35,7 +35,7 @@ from mode.utils.queues import FlowControlEvent
 
 from silvertine_streams.handlers import HandlerRegistry
 from silvertine_streams.kafka.admin import ensure_topics
-from silvertine_streams.kafka.clients import client_id, kafka_credentials
+from silvertine_streams.kafka.clients import client_id, compression_type, kafka_credentials
 from silvertine_streams.settings import FAUST_ENV_PREFIX, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -257,6 +257,7 @@ def create_app(settings: Settings) -> SilvertineApp:
         # A new consumer group starts at the beginning: nothing produced is skipped.
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_compression_type=compression_type(settings),
         # Faust listens on web_bind (default 0.0.0.0); web_host only names it in URLs.
         web_bind=settings.web_host,
         web_host=settings.web_host,

@@ -418,6 +418,12 @@ class Settings(BaseSettings):
     )
     web_host: str = Field(default="127.0.0.1", description="Faust web server bind address")
     web_port: int = Field(default=6066, ge=0, le=65535, description="Faust web server port")
+    kafka_compression: Literal["none", "gzip"] = Field(
+        default="none",
+        description="compression of the record batches our producers send (none or gzip); "
+        "gzip costs CPU per batch and stores ~3x less in a broker that keeps every message "
+        "(the embedded Tansu)",
+    )
     fetch_wait_ms: int = Field(
         default=10, ge=1, le=10_000, description="consumer fetch max wait (Faust hard-codes 1500)"
     )

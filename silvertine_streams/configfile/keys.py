@@ -46,6 +46,7 @@ FILE_KEYS: Final[Mapping[str, str]] = {
     "kafka.url": "kafka_url",
     "kafka.partitions": "partitions",
     "kafka.replication_factor": "replication_factor",
+    "kafka.compression": "kafka_compression",
     "kafka.fetch_wait_ms": "fetch_wait_ms",
     "kafka.rebalance_timeout_s": "rebalance_timeout_s",
     "kafka.session_timeout_s": "session_timeout_s",

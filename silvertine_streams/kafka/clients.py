@@ -145,6 +145,11 @@ def _options(
     }
 
 
+def compression_type(settings: Settings) -> str | None:
+    """Return aiokafka's ``compression_type`` for ``SILVERTINE_KAFKA_COMPRESSION``."""
+    return None if settings.kafka_compression == "none" else settings.kafka_compression
+
+
 def kafka_producer(settings: Settings, *, role: str, **overrides: Any) -> AIOKafkaProducer:
     """Build an (unstarted) producer for ``settings``' Kafka.
 
@@ -161,7 +166,8 @@ def kafka_producer(settings: Settings, *, role: str, **overrides: Any) -> AIOKaf
         ConfigError: ``settings.kafka_url`` is not set.
         TypeError: an override names a keyword the settings decide.
     """
-    defaults: dict[str, Any] = {"acks": "all", "enable_idempotence": False}
+    defaults: dict[str, Any] = {"acks": "all", "enable_idempotence": False,
+                                "compression_type": compression_type(settings)}
     return AIOKafkaProducer(**_options(settings, role, defaults, overrides))
 
 

@@ -159,6 +159,21 @@ async def test_redelivered_events_do_not_change_the_log(
     assert await read_log(redis_client, "market_data") == first
 
 
+async def test_gzip_batches_from_publisher_and_worker_are_logged_whole(
+    pipeline_settings: Settings, redis_client: Redis, workers: WorkerPool
+) -> None:
+    # Compressed both ways: the Publisher's envelopes and the worker's own
+    # producers (its sequence-table changelog); Tansu keeps and serves them as sent.
+    settings = pipeline_settings.model_copy(update={"kafka_compression": "gzip"})
+    workers.start(settings)
+    events = ticks(["AAPL", "MSFT", "NVDA"], 200)
+    async with Publisher(settings) as publisher:
+        await publisher.publish_many(events)
+    logged = await wait_for_log(redis_client, "market_data", len(events), workers)
+    assert sorted(e["event_id"] for e in logged) == sorted(e.event_id for e in events)
+    assert_log_invariants(logged)
+
+
 async def _true_async(value: bool) -> bool:
     return value
 

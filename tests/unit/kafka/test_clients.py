@@ -39,6 +39,21 @@ async def test_producer_gets_servers_client_id_security_and_durable_defaults() -
         await producer.stop()
 
 
+async def test_compression_follows_the_setting_for_our_producers_and_fausts() -> None:
+    plain = kafka_producer(settings(), role="publisher")
+    packed = kafka_producer(settings(kafka_compression="gzip"), role="publisher")
+    try:
+        assert plain._compression_type is None
+        assert packed._compression_type == "gzip"
+    finally:
+        await plain.stop()
+        await packed.stop()
+    from silvertine_streams.app import create_app
+
+    assert create_app(settings(kafka_compression="gzip")).conf.producer_compression_type == "gzip"
+    assert create_app(settings()).conf.producer_compression_type is None
+
+
 async def test_consumer_defaults_to_no_group_no_commits_and_the_settings_fetch_wait() -> None:
     consumer = kafka_consumer(settings(fetch_wait_ms=37), "silvertine.order", role="lag")
     try:
