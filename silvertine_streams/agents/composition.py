@@ -29,7 +29,11 @@ from silvertine_streams.handlers.recent import RecentlyLogged
 from silvertine_streams.observability.memory import MemoryGuard
 from silvertine_streams.observability.metrics import CIRCUIT_OPEN, TypeMetrics
 from silvertine_streams.settings import Settings
-from silvertine_streams.sinks.canonical_log import CanonicalLogSink
+from silvertine_streams.sinks.canonical_log import (
+    BULK_EVENTS_PER_CALL,
+    MAX_EVENTS_PER_CALL,
+    CanonicalLogSink,
+)
 from silvertine_streams.sinks.replication import ReplicaWait
 from silvertine_streams.topics import event_topic
 
@@ -98,11 +102,14 @@ def build_engine(settings: Settings, redis: aioredis.Redis, outbox: Outbox,
     pipelines: dict[str, EventPipeline] = {}
     log_sinks: list[CanonicalLogSink] = []
     for type_name in settings.consumed_types:
-        log_sink = CanonicalLogSink(redis, type_name, window_s=settings.dedupe_window_s,
-                                    retry_max_s=settings.sink_retry_max_s,
-                                    replica_wait=replica_wait(settings))
-        log_sinks.append(log_sink)
         critical = controller.is_critical(lane_of[type_name])
+        log_sink = CanonicalLogSink(
+            redis, type_name, window_s=settings.dedupe_window_s,
+            retry_max_s=settings.sink_retry_max_s, replica_wait=replica_wait(settings),
+            # Lower lanes write in short script calls, so an order's write that
+            # arrives meanwhile waits behind one of them, not a whole batch.
+            max_per_call=MAX_EVENTS_PER_CALL if critical else BULK_EVENTS_PER_CALL)
+        log_sinks.append(log_sink)
         pipelines[event_topic(type_name)] = EventPipeline(
             EventType(type_name),
             policies[type_name],

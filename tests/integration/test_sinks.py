@@ -185,13 +185,10 @@ async def test_noscript_after_script_flush_is_handled(redis_client: Redis) -> No
     assert await redis_client.script_exists(sha) == [True]  # later calls use EVALSHA again
 
 
-async def test_large_batches_are_chunked_correctly(
-    redis_client: Redis, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_large_batches_are_chunked_correctly(redis_client: Redis) -> None:
     # 2,500 records cross the script's 1,000-id HMGET/HSET chunks, and a
     # client-side limit of 1,000 per call makes a repeat cross calls too.
-    monkeypatch.setattr(canonical_log_module, "MAX_EVENTS_PER_CALL", 1_000)
-    sink = CanonicalLogSink(redis_client, "order")
+    sink = CanonicalLogSink(redis_client, "order", max_per_call=1_000)
     batch = [record(n) for n in range(2_500)]
     batch[1_700] = record(3)  # a repeat of an id written in the first call
 
@@ -201,6 +198,23 @@ async def test_large_batches_are_chunked_correctly(
     assert statuses[1_700] is D
     assert await redis_client.xlen(LOG) == 2_499
     assert await sink.write(batch[2_000:]) == [D] * 500
+
+
+async def test_a_bounded_sink_splits_a_batch_into_script_calls_of_its_size(
+    redis_client: Redis,
+) -> None:
+    sink = CanonicalLogSink(redis_client, "order", max_per_call=400)
+    before = await redis_client.info("commandstats")
+
+    statuses = await sink.write([record(n) for n in range(1_000)])
+
+    after = await redis_client.info("commandstats")
+    calls = sum(after.get(k, {}).get("calls", 0) - before.get(k, {}).get("calls", 0)
+                for k in ("cmdstat_evalsha", "cmdstat_eval"))
+    assert calls == 3  # 400 + 400 + 200
+    assert statuses == [W] * 1_000 and await redis_client.xlen(LOG) == 1_000
+    with pytest.raises(ValueError, match="max_per_call"):
+        CanonicalLogSink(redis_client, "order", max_per_call=0)
 
 
 async def test_empty_batch_writes_nothing(redis_client: Redis) -> None:

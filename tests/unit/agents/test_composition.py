@@ -21,6 +21,7 @@ from silvertine_streams.events.enums import EventType
 from silvertine_streams.events.model import MarketDataEvent, SystemEvent
 from silvertine_streams.observability.metrics import REGISTRY
 from silvertine_streams.settings import Settings, load_settings
+from silvertine_streams.sinks.canonical_log import BULK_EVENTS_PER_CALL, MAX_EVENTS_PER_CALL
 from silvertine_streams.sinks.dead_letters import DeadLetter
 from silvertine_streams.topics import EVENT_TYPES, event_topic, log_stream
 
@@ -84,6 +85,18 @@ async def test_settings_reach_the_parts_they_configure(redis: Redis) -> None:
     assert not engine.memory.should_throttle()
     assert engine.controller.gate.max_pause_s == 0.2
     assert engine.controller.is_critical(engine.lanes["market_data"])
+
+
+async def test_lower_lanes_write_the_log_in_short_calls_critical_ones_whole(
+    redis: Redis,
+) -> None:
+    # An order's write waits in Redis behind at most one short market-data call.
+    engine, _, _ = build(redis, lanes="signal=critical")
+    per_call = {sink.event_type: sink.max_per_call for sink in engine.log_sinks}
+    assert per_call == {"market_data": BULK_EVENTS_PER_CALL, "order": MAX_EVENTS_PER_CALL,
+                        "fill": MAX_EVENTS_PER_CALL, "signal": MAX_EVENTS_PER_CALL,
+                        "system": BULK_EVENTS_PER_CALL}
+    assert BULK_EVENTS_PER_CALL < MAX_EVENTS_PER_CALL
 
 
 async def test_handlers_subscribed_on_the_registry_are_run_by_the_dispatcher(
