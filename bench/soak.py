@@ -52,6 +52,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from redis.exceptions import ResponseError
+
 from bench.harness import (
     BenchContext,
     Worker,
@@ -203,17 +205,26 @@ class _Mix:
 
 
 async def _counts(ctx: BenchContext, app_id: str) -> tuple[int, int, int]:
-    """(log entries over the soak's types, handler-acked entries, DLQ entries)."""
+    """(entries ever logged over the soak's types, of them handled, DLQ entries).
+
+    Counted so that retention does not hide them: a log's ``entries-added``
+    (XINFO) counts every entry ever appended, and the handler group's lag
+    (``XLEN`` minus its finished count, which a trim lowers with the log) is
+    what it has not handled yet.
+    """
     redis = ctx.redis()
     try:
-        pipe = redis.pipeline(transaction=False)
+        logged = handled = 0
+        acked = await redis.hgetall(handler_progress(app_id))
         for kind in TYPES:
-            pipe.xlen(log_stream(kind))
-        pipe.hgetall(handler_progress(app_id))
-        pipe.xlen(DLQ_STREAM)
-        *lengths, acked, dlq = await pipe.execute()
-        handled = sum(int(acked.get(k.encode(), 0)) for k in TYPES)
-        return sum(int(x) for x in lengths), handled, int(dlq)
+            try:
+                info = await redis.xinfo_stream(log_stream(kind))
+            except ResponseError:  # no such stream yet
+                continue
+            added, length = int(info["entries-added"]), int(info["length"])
+            logged += added
+            handled += added - max(0, length - int(acked.get(kind.encode(), 0)))
+        return logged, handled, int(await redis.xlen(DLQ_STREAM))
     finally:
         await redis.aclose()
 
