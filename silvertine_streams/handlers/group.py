@@ -39,6 +39,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from silvertine_streams.domain.retention import parse_id
 from silvertine_streams.errors import LeaseLost
 from silvertine_streams.handlers.dispatch import HandlerDispatcher
 from silvertine_streams.handlers.positions import (
@@ -242,8 +243,8 @@ class HandlerGroup:
         # it logged is in the log now. Hand the handlers the log up to its end
         # as it is at this moment (not what other workers keep adding), so
         # that a stopped worker leaves nothing logged unhandled behind it.
-        end = _entry_key(await position.last_id(event_type))
-        while _entry_key(after) < end:
+        end = parse_id(await position.last_id(event_type))
+        while parse_id(after) < end:
             batch = await position.read(event_type, after, self._batch_max, 0, self._recent)
             if not batch.entries:
                 break
@@ -278,9 +279,3 @@ class HandlerGroup:
         assert self._stopping is not None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
-
-
-def _entry_key(entry_id: str) -> tuple[int, int]:
-    """Return a stream entry id (``"<ms>-<seq>"``) as a tuple that orders like the ids."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
